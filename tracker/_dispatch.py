@@ -1,0 +1,150 @@
+"""How a facade call reaches the synchronous core safely from wherever it was made.
+
+The rule (the heart of the package):
+
+* No event loop running in this thread (a script, the IPython terminal, a management command,
+  a DRF view, the metric flusher): the core runs inline.
+* A loop is running here but Django's own opt-out is active (``DJANGO_ALLOW_ASYNC_UNSAFE``, which
+  :func:`tracker.configure` turns on inside a Jupyter kernel only), or this thread is inside a
+  ``transaction.atomic()`` block: inline too, so the call joins the caller's connection and
+  transaction instead of waiting on SQLite's write lock from another thread.
+* A loop is running here inside a Jupyter kernel: the core runs on one dedicated database thread
+  and the cell waits for it. Django's async-safety check stays on everywhere.
+* A loop is running here anywhere else (an async view, ``asyncio.run``): :class:`AsyncContextError`
+  naming the awaitable twin in ``tracker.aio``.
+
+The async facade makes one hop per call with asgiref's ``sync_to_async(thread_sensitive=True)``,
+which is what Django's own ``aget``/``acount`` do, so in an async view it shares the request's
+database thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import os
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar, overload
+
+from tracker.exceptions import AsyncContextError, TrackerError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+_kernel: bool | None = None
+
+
+def in_kernel() -> bool:
+    """True inside a Jupyter (ipykernel) process; cached once it is known to be true."""
+    global _kernel
+    if _kernel:
+        return True
+    if "ipykernel" not in sys.modules:
+        return False
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - ipykernel depends on IPython
+        return False
+    shell = get_ipython()
+    _kernel = shell is not None and getattr(shell, "kernel", None) is not None
+    return _kernel
+
+
+def loop_running_here() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _in_atomic_block() -> bool:
+    from django.db import connections
+
+    # Only looks at this thread's wrapper; it never opens a connection.
+    return any(conn.in_atomic_block for conn in connections.all(initialized_only=True))
+
+
+def must_hop() -> bool:
+    """True when this thread cannot run the ORM inline (a loop runs here, no opt-out)."""
+    if not loop_running_here():
+        return False
+    if os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"):
+        return False
+    return not _in_atomic_block()
+
+
+def db_executor() -> ThreadPoolExecutor:
+    """The one dedicated database thread used by the sync API inside a running loop."""
+    global _executor
+    if _executor is None:
+        with _executor_lock:
+            if _executor is None:
+                _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracker-db")
+    return _executor
+
+
+def call(name: str, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    """Run ``fn`` (core work touching the ORM) safely from the current context.
+
+    ``name`` is the public name of the calling entry point (``"add_samples"``,
+    ``"Run.finish"``); it is only used to name the awaitable in :class:`AsyncContextError`.
+    """
+    from tracker.configuration import ensure_ready
+
+    if not must_hop():
+        ensure_ready()
+        return fn(*args, **kwargs)
+    if not in_kernel():
+        raise AsyncContextError(
+            f"tracker.{name}() was called from a running event loop (an async function, view or "
+            f"task), where Django cannot run database work in this thread. Use "
+            f"`await tracker.aio.{name}(...)` there instead; it has the same arguments."
+        )
+    ctx = contextvars.copy_context()
+    return db_executor().submit(ctx.run, _ready_then, fn, args, kwargs).result()
+
+
+def _ready_then(fn: Callable[..., R], args: tuple, kwargs: dict) -> R:
+    from tracker.configuration import ensure_ready
+
+    ensure_ready()
+    return fn(*args, **kwargs)
+
+
+async def acall(name: str, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    """The async facade's one hop to the core: ``fn`` runs on asgiref's thread-sensitive thread."""
+    from asgiref.sync import sync_to_async
+
+    if "django.db" in sys.modules and _in_atomic_block():
+        raise TrackerError(
+            f"`await tracker.aio.{name}()` was called inside a transaction.atomic() block. The "
+            f"async API runs on another thread and cannot join that transaction; call the sync "
+            f"`tracker.{name}()` inside the block instead."
+        )
+    return await sync_to_async(_ready_then, thread_sensitive=True)(fn, args, kwargs)
+
+
+@overload
+def entry(fn: Callable[P, R]) -> Callable[P, R]: ...
+@overload
+def entry(*, name: str) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def entry(fn: Any = None, *, name: str | None = None) -> Any:
+    """Decorate a sync facade function so that its whole body runs through :func:`call`."""
+
+    def decorate(f: Callable[P, R]) -> Callable[P, R]:
+        public = name or f.__name__
+
+        @functools.wraps(f)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            return call(public, f, *args, **kwargs)
+
+        return wrapper
+
+    return decorate(fn) if fn is not None else decorate

@@ -1,0 +1,1 @@
+"""tracker's REST API: a Django REST framework app over the same core the notebook API calls."""
