@@ -89,3 +89,25 @@ def subprocess_env(live_db_url: str, tracker_home: Path) -> dict[str, str]:
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
     return env
+
+
+def close_thread_connections() -> None:
+    """Close connections held by tracker's database thread and asgiref's sync_to_async thread."""
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    from tracker import _dispatch
+
+    executors = [SyncToAsync.single_thread_executor]
+    if _dispatch._executor is not None:
+        executors.append(_dispatch._executor)
+    for executor in executors:
+        executor.submit(connections.close_all).result()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_worker_connections(django_db_setup, django_db_blocker):
+    """Before the test database is dropped, close what worker threads keep open."""
+    yield
+    with django_db_blocker.unblock():
+        close_thread_connections()

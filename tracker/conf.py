@@ -34,6 +34,15 @@ DEFAULTS: dict[str, Any] = {
     # Remote mode (issue 6): log runs to a tracker server over HTTP instead of a database.
     "SERVER_URL": None,
     "TOKEN": None,
+    # REST API (issue 6): the largest JSON/form request body, and the largest streamed upload
+    # (artifact content, import files); bigger requests are answered 413.
+    "API_MAX_BODY_BYTES": 64 * 1024 * 1024,
+    "API_MAX_UPLOAD_BYTES": 20 * 1024**3,
+    # Page sizes of list endpoints (cursor pagination); clients may ask for up to the maximum.
+    "API_PAGE_SIZE": 100,
+    "API_MAX_PAGE_SIZE": 1000,
+    # A token's last_used_at is written at most this often (s), not on every request.
+    "API_TOKEN_TOUCH_INTERVAL": 60.0,
 }
 
 
