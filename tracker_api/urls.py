@@ -1,11 +1,26 @@
 """URL configuration of a tracker server: the admin, the REST API and its schema."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from tracker_api.views import access, samples
+
+router = DefaultRouter(trailing_slash="/?")
+router.include_root_view = False
+router.register("users", access.UserViewSet, basename="user")
+router.register("tokens", access.TokenViewSet, basename="token")
+router.register("projects", access.ProjectViewSet, basename="project")
+router.register("memberships", access.MembershipViewSet, basename="membership")
+router.register("samples", samples.SampleViewSet, basename="sample")
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/", include(router.urls)),
 ]
+
+handler404 = "tracker_api.views.errors.not_found"
+handler500 = "tracker_api.views.errors.server_error"

@@ -1,0 +1,56 @@
+"""Django settings a tracker server needs for its REST API; :func:`tracker.configure` applies them.
+
+A host Django project that serves ``tracker_api.urls`` itself can do the same::
+
+    from tracker_api.defaults import api_settings
+    globals().update(api_settings())        # REST_FRAMEWORK, SPECTACULAR_SETTINGS, ...
+    MIDDLEWARE.insert(0, "tracker_api.middleware.RequestSizeLimitMiddleware")
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MIDDLEWARE = "tracker_api.middleware.RequestSizeLimitMiddleware"
+
+
+def api_settings() -> dict[str, Any]:
+    """REST_FRAMEWORK, SPECTACULAR_SETTINGS and the upload limits, as a settings dict."""
+    return {
+        "REST_FRAMEWORK": {
+            "DEFAULT_AUTHENTICATION_CLASSES": [
+                "tracker_api.authentication.TokenAuthentication",
+                "tracker_api.authentication.SessionAuthentication",
+            ],
+            "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+            "DEFAULT_PAGINATION_CLASS": "tracker_api.pagination.CursorPagination",
+            "DEFAULT_FILTER_BACKENDS": [
+                "django_filters.rest_framework.DjangoFilterBackend",
+                "rest_framework.filters.OrderingFilter",
+            ],
+            "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+            "EXCEPTION_HANDLER": "tracker_api.exceptions.exception_handler",
+            "DEFAULT_RENDERER_CLASSES": [
+                "rest_framework.renderers.JSONRenderer",
+                "rest_framework.renderers.BrowsableAPIRenderer",
+            ],
+            "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+        },
+        "DATA_UPLOAD_MAX_MEMORY_SIZE": 64 * 1024 * 1024,
+        "SPECTACULAR_SETTINGS": {
+            "TITLE": "tracker API",
+            "DESCRIPTION": (
+                "Experiment tracking, versioned datasets and annotation. Authenticate with "
+                "`Authorization: Bearer <token>` (create one with `tracker token`) or a session "
+                "cookie. Objects of projects you are not a member of answer 404."
+            ),
+            "VERSION": "1",
+            "SERVE_INCLUDE_SCHEMA": False,
+            "COMPONENT_SPLIT_REQUEST": True,
+            "SCHEMA_PATH_PREFIX": r"/api/",
+            "ENUM_NAME_OVERRIDES": {
+                "RoleEnum": "tracker.services.access.ROLES",
+                "RunStatusEnum": "tracker.models.runs.Run.Status",
+            },
+        },
+    }

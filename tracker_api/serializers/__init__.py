@@ -1,0 +1,1 @@
+"""Serializers, one module per domain. They shape and validate; the services decide."""
