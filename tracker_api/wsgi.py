@@ -1,12 +1,12 @@
 """WSGI entry point: ``gunicorn tracker_api.wsgi:application``.
 
-Settings come from :func:`tracker.configure` (TRACKER_HOME, TRACKER_DATABASE_URL, ...), not
-from a settings module.
+Settings come from :func:`tracker.configure` (TRACKER_HOME, TRACKER_DATABASE_URL, ...) unless a
+host project configured Django already.
 """
 
-import tracker
+from tracker_api.server import configure_from_environment
 
-tracker.configure(quiet=True)
+configure_from_environment()
 
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 

@@ -1,0 +1,82 @@
+"""The endpoint table of the permission matrix: every route x method the schema lists.
+
+``test_permission_matrix.py`` runs each row for every role (anonymous, a user of no project,
+viewer, annotator, editor, admin) against an object of the user's own project and one of a
+foreign project, and a separate test checks that this table covers the whole OpenAPI schema.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from tracker.services import access
+
+
+@dataclass
+class Endpoint:
+    method: str
+    path: str  # as the schema spells it, e.g. /api/samples/{id}/
+    role: str  # lowest project role that succeeds; "staff" / "any" for global endpoints
+    ok: int = 200
+    kind: str = "object"  # object | list | create | global
+    obj: str | None = None  # which setup object fills the path's {id}
+    body: Callable[[dict[str, Any]], Any] | None = None
+    query: Callable[[dict[str, Any]], str] | None = None
+    raw: bytes | None = None  # a raw (non-JSON) body, for uploads
+    params: dict[str, str] = field(default_factory=dict)  # other path params -> setup keys
+
+    @property
+    def id(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+def setup_objects(project: Any, tag: str) -> dict[str, Any]:
+    """Objects of every kind inside ``project``, for the routes to point at."""
+    from tracker.services.samples import add_samples
+
+    objs: dict[str, Any] = {"project": project.pk, "project_name": project.name}
+    extra = access.create_user(f"extra-{tag}")
+    objs["membership"] = access.set_role(project, extra, "viewer").pk
+    objs["sample"] = add_samples(project, [{"id": f"s-{tag}", "text": "hello"}])[0].pk
+    for hook in SETUP_HOOKS:
+        hook(project, tag, objs)
+    return objs
+
+
+# Domains that land later add a function here that creates their objects.
+SETUP_HOOKS: list[Callable[[Any, str, dict[str, Any]], None]] = []
+
+
+ENDPOINTS: list[Endpoint] = [
+    # users: staff only, except /me
+    Endpoint("GET", "/api/users/", "staff", kind="global"),
+    Endpoint("POST", "/api/users/", "staff", 201, kind="global", body=lambda o: {"username": "made-by-api"}),
+    Endpoint("GET", "/api/users/{id}/", "staff", kind="global", obj="user"),
+    Endpoint("PATCH", "/api/users/{id}/", "staff", kind="global", obj="user", body=lambda o: {"email": "a@b.org"}),
+    Endpoint("DELETE", "/api/users/{id}/", "staff", 204, kind="global", obj="user"),
+    Endpoint("GET", "/api/users/me/", "any", kind="global"),
+    # tokens: everyone manages their own
+    Endpoint("GET", "/api/tokens/", "any", kind="global"),
+    Endpoint("POST", "/api/tokens/", "any", 201, kind="global", body=lambda o: {"name": "laptop"}),
+    Endpoint("GET", "/api/tokens/{id}/", "any", kind="global", obj="own_token"),
+    Endpoint("DELETE", "/api/tokens/{id}/", "any", 204, kind="global", obj="own_token"),
+    # projects
+    Endpoint("GET", "/api/projects/", "viewer", kind="list", query=lambda o: f"name={o['project_name']}"),
+    Endpoint("POST", "/api/projects/", "any", 201, kind="global", body=lambda o: {"name": "brand-new"}),
+    Endpoint("GET", "/api/projects/{id}/", "viewer", obj="project"),
+    Endpoint("PATCH", "/api/projects/{id}/", "admin", obj="project", body=lambda o: {"description": "d"}),
+    Endpoint("DELETE", "/api/projects/{id}/", "admin", 204, obj="project"),
+    # memberships
+    Endpoint("GET", "/api/memberships/", "viewer", kind="list", query=lambda o: f"project={o['project_name']}"),
+    Endpoint("POST", "/api/memberships/", "admin", 201, kind="create",
+             body=lambda o: {"project": o["project_name"], "user": "outsider", "role": "viewer"}),
+    Endpoint("GET", "/api/memberships/{id}/", "viewer", obj="membership"),
+    Endpoint("PATCH", "/api/memberships/{id}/", "admin", obj="membership", body=lambda o: {"role": "editor"}),
+    Endpoint("DELETE", "/api/memberships/{id}/", "admin", 204, obj="membership"),
+    # samples
+    Endpoint("GET", "/api/samples/", "viewer", kind="list", query=lambda o: f"project={o['project_name']}"),
+    Endpoint("POST", "/api/samples/", "editor", 201, kind="create",
+             body=lambda o: {"project": o["project_name"], "records": [{"id": "new", "x": 1}]}),
+    Endpoint("GET", "/api/samples/{id}/", "viewer", obj="sample"),
+]
