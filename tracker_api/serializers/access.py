@@ -70,6 +70,8 @@ class ProjectSerializer(serializers.ModelSerializer):
         model = Project
         fields = ["id", "name", "description", "metadata", "created_at", "role"]
         read_only_fields = ["id", "created_at", "role"]
+        # A taken name is the service's Conflict (409), like every other conflict.
+        extra_kwargs = {"name": {"validators": []}}
 
     @extend_schema_field(serializers.ChoiceField(choices=access.ROLES, allow_null=True))
     def get_role(self, obj: Project) -> str | None:
