@@ -37,6 +37,9 @@ class Run(models.Model):
     started_at = models.DateTimeField(default=timezone.now)
     ended_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Seconds without a heartbeat after which the run counts as killed; set by the process
+    # that beats (it knows its own cadence), so readers do not have to guess.
+    heartbeat_timeout = models.FloatField(null=True, blank=True)
     # Captured environment.
     host = models.CharField(max_length=255, blank=True, default="")
     pid = models.IntegerField(null=True, blank=True)
