@@ -98,11 +98,9 @@ def close_thread_connections() -> None:
 
     from tracker import _dispatch
 
-    executors = [SyncToAsync.single_thread_executor]
-    if _dispatch._executor is not None:
-        executors.append(_dispatch._executor)
-    for executor in executors:
-        executor.submit(connections.close_all).result()
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+    if _dispatch._db_thread is not None:
+        _dispatch._db_thread.run(connections.close_all)
 
 
 @pytest.fixture(scope="session", autouse=True)

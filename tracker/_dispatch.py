@@ -24,10 +24,10 @@ import asyncio
 import contextvars
 import functools
 import os
+import queue
 import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar, overload
 
 from tracker.exceptions import AsyncContextError, TrackerError
@@ -35,8 +35,6 @@ from tracker.exceptions import AsyncContextError, TrackerError
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_executor: ThreadPoolExecutor | None = None
-_executor_lock = threading.Lock()
 _kernel: bool | None = None
 
 
@@ -80,14 +78,55 @@ def must_hop() -> bool:
     return not _in_atomic_block()
 
 
-def db_executor() -> ThreadPoolExecutor:
+class DatabaseThread:
+    """One long-lived thread that runs ORM work for callers whose own thread cannot.
+
+    A plain queue and a one-shot lock per call: about half the hand-off cost of a
+    ``ThreadPoolExecutor`` future, which matters when every cell-level call pays it.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="tracker-db", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            ctx, fn, args, kwargs, out, done = self._queue.get()
+            try:
+                out.append((True, ctx.run(fn, *args, **kwargs)))
+            except BaseException as exc:  # handed to the caller, who re-raises it
+                out.append((False, exc))
+            finally:
+                done.release()
+
+    def run(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
+        """Run ``fn`` on the database thread (with the caller's context) and return its result."""
+        if threading.current_thread() is self._thread:
+            return fn(*args, **kwargs)
+        done = threading.Lock()
+        done.acquire()
+        out: list[tuple[bool, Any]] = []
+        self._queue.put((contextvars.copy_context(), fn, args, kwargs, out, done))
+        done.acquire()  # interruptible: a KeyboardInterrupt in the cell still gets through
+        ok, value = out[0]
+        if ok:
+            return value
+        raise value
+
+
+_db_thread: DatabaseThread | None = None
+_db_thread_lock = threading.Lock()
+
+
+def db_thread() -> DatabaseThread:
     """The one dedicated database thread used by the sync API inside a running loop."""
-    global _executor
-    if _executor is None:
-        with _executor_lock:
-            if _executor is None:
-                _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracker-db")
-    return _executor
+    global _db_thread
+    if _db_thread is None:
+        with _db_thread_lock:
+            if _db_thread is None:
+                _db_thread = DatabaseThread()
+    return _db_thread
 
 
 def call(name: str, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -107,8 +146,7 @@ def call(name: str, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) ->
             f"task), where Django cannot run database work in this thread. Use "
             f"`await tracker.aio.{name}(...)` there instead; it has the same arguments."
         )
-    ctx = contextvars.copy_context()
-    return db_executor().submit(ctx.run, _ready_then, fn, args, kwargs).result()
+    return db_thread().run(_ready_then, fn, args, kwargs)
 
 
 def _ready_then(fn: Callable[..., R], args: tuple, kwargs: dict) -> R:

@@ -3,6 +3,16 @@
 ``from tracker.models import Project, Sample`` is the way to use the ORM directly.
 """
 
+from django.conf import settings as _settings
+
+if not _settings.configured:
+    from tracker.exceptions import ConfigurationError
+
+    raise ConfigurationError(
+        "tracker.models was imported before tracker was configured. Call tracker.configure() "
+        "first (or, in a Django project, import models after Django has started)."
+    )
+
 from tracker.models.access import ApiToken, ProjectMembership
 from tracker.models.datasets import Dataset, DatasetItem, DatasetVersion, RunInput
 from tracker.models.labeling import (
