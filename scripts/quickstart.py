@@ -6,7 +6,11 @@ import sys
 import time
 from pathlib import Path
 
+import os
+import tempfile
+
 import nbformat
+from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,7 +20,14 @@ def main() -> int:
     source = ROOT / "notebooks" / "quickstart.ipynb"
     nb = nbformat.read(source, as_version=4)
     started = time.perf_counter()
-    NotebookClient(nb, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    # IPC sockets in a private directory: no TCP ports opened for a local, headless run.
+    km = KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(tempfile.mkdtemp(), "k"))
+    client = NotebookClient(nb, km=km, timeout=600, resources={"metadata": {"path": str(ROOT / "notebooks")}})
+    try:
+        client.execute()
+    finally:
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
     took = time.perf_counter() - started
     out = ROOT / "notebooks" / "quickstart.executed.ipynb"
     nbformat.write(nb, out)

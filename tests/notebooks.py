@@ -9,8 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import tempfile
+
+from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+
+
+def kernel_manager() -> KernelManager:
+    """A python3 kernel over IPC sockets in a private directory (no TCP ports, no warning)."""
+    sockets = tempfile.mkdtemp(prefix="tracker-kernel-")
+    return KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "k"))
 
 
 @dataclass
@@ -66,14 +75,18 @@ def run_notebook(
     os.environ.clear()
     os.environ.update(env)
     try:
+        km = kernel_manager()
         client = NotebookClient(
             nb,
-            kernel_name="python3",
+            km=km,
             timeout=timeout,
             allow_errors=allow_errors,
             resources={"metadata": {"path": str(cwd or Path.cwd())}},
         )
-        client.execute()
+        try:
+            client.execute()
+        finally:
+            _shutdown(km)
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -81,6 +94,13 @@ def run_notebook(
 
 
 __all__ = ["CellExecutionError", "CellResult", "run_cells", "run_notebook"]
+
+
+def _shutdown(km: KernelManager) -> None:
+    """nbclient leaves a kernel it did not create running; stop it and remove its sockets."""
+    if km.has_kernel:
+        km.shutdown_kernel(now=True)
+    km.cleanup_resources()
 
 
 class KernelSession:
@@ -108,9 +128,13 @@ def kernel_session(env: Mapping[str, str], *, timeout: int = 120):
     os.environ.clear()
     os.environ.update(env)
     try:
-        client = NotebookClient(nb, kernel_name="python3", timeout=timeout, allow_errors=True)
-        with client.setup_kernel():
-            yield KernelSession(client, nb)
+        km = kernel_manager()
+        client = NotebookClient(nb, km=km, timeout=timeout, allow_errors=True)
+        try:
+            with client.setup_kernel():
+                yield KernelSession(client, nb)
+        finally:
+            _shutdown(km)
     finally:
         os.environ.clear()
         os.environ.update(saved)
