@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 from rest_framework import exceptions as drf
 from rest_framework import viewsets
 from rest_framework.filters import OrderingFilter
+from rest_framework.parsers import JSONParser
 from django_filters.rest_framework import DjangoFilterBackend
 
 from tracker.models import Project
@@ -24,6 +25,8 @@ class ApiMixin:
 
     authentication_classes = [TokenAuthentication, SessionAuthentication]
     permission_classes = [permissions.IsAuthenticated]
+    # JSON only: one request format to document, validate and fuzz (uploads are raw bodies).
+    parser_classes = [JSONParser]
     # "upload": the view streams its body to disk and may take TRACKER["API_MAX_UPLOAD_BYTES"].
     body_limit = "body"
 

@@ -48,6 +48,10 @@ def api_settings() -> dict[str, Any]:
             "SERVE_INCLUDE_SCHEMA": False,
             "COMPONENT_SPLIT_REQUEST": True,
             "SCHEMA_PATH_PREFIX": r"/api/",
+            "POSTPROCESSING_HOOKS": [
+                "drf_spectacular.hooks.postprocess_schema_enums",
+                "tracker_api.schema.add_error_responses",
+            ],
             "ENUM_NAME_OVERRIDES": {
                 "RoleEnum": "tracker.services.access.ROLES",
                 "RunStatusEnum": "tracker.models.runs.Run.Status",

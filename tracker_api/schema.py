@@ -25,3 +25,43 @@ class SessionScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
         return {"type": "apiKey", "in": "cookie", "name": "sessionid"}
+
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "description": "Every error answer: a sentence, a code, and per-field messages for bad input.",
+    "properties": {
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
+        "fields": {"type": "object", "additionalProperties": True},
+        "report": {"description": "Row-by-row reasons of a rejected import."},
+    },
+    "required": ["detail", "code"],
+    "additionalProperties": True,
+}
+
+ERRORS = {
+    "400": "Invalid input; `fields` names each bad field.",
+    "401": "No or bad credentials.",
+    "403": "Your role in the project is too low (or staff only).",
+    "404": "No such object in the projects you are a member of.",
+    "405": "Method not allowed.",
+    "406": "Cannot produce the requested content type.",
+    "409": "The stored state does not allow this change.",
+    "413": "The request body is larger than this endpoint accepts.",
+    "415": "Unsupported request content type.",
+    "503": "The database or storage is unavailable right now; retry later.",
+}
+
+
+def add_error_responses(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: document the shared error body on every operation."""
+    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    ref = {"$ref": "#/components/schemas/Error"}
+    for path, ops in result.get("paths", {}).items():
+        for method, op in ops.items():
+            if not isinstance(op, dict) or "responses" not in op:
+                continue
+            for code, text in ERRORS.items():
+                op["responses"].setdefault(code, {"description": text, "content": {"application/json": {"schema": ref}}})
+    return result

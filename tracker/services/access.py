@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -88,6 +89,10 @@ def create_user(
     max_len = User._meta.get_field(User.USERNAME_FIELD).max_length or 150
     if len(username) > max_len:
         raise InvalidValue(f"A username has at most {max_len} characters; got {len(username)}.")
+    try:
+        User._meta.get_field(User.USERNAME_FIELD).run_validators(username)
+    except ValidationError as exc:
+        raise InvalidValue(f"The username {username!r} is not allowed: {' '.join(exc.messages)}") from None
     try:
         with transaction.atomic():
             user = User(**{User.USERNAME_FIELD: username}, email=email or "")

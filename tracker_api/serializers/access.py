@@ -65,6 +65,7 @@ class NewTokenSerializer(TokenSerializer):
 
 class ProjectSerializer(serializers.ModelSerializer):
     role = serializers.SerializerMethodField(help_text="Your role in this project.")
+    metadata = serializers.DictField(required=False)
 
     class Meta:
         model = Project
@@ -78,11 +79,6 @@ class ProjectSerializer(serializers.ModelSerializer):
         from tracker_api.permissions import role_in
 
         return role_in(self.context["request"], obj.pk)
-
-    def validate_metadata(self, value: Any) -> Any:
-        if not isinstance(value, dict):
-            raise serializers.ValidationError("metadata must be a JSON object.")
-        return value
 
 
 class ProjectUpdateSerializer(ProjectSerializer):
@@ -107,4 +103,4 @@ class MembershipCreateSerializer(serializers.Serializer):
 
 
 class MembershipUpdateSerializer(serializers.Serializer):
-    role = serializers.ChoiceField(choices=access.ROLES)
+    role = serializers.ChoiceField(choices=access.ROLES, required=False)

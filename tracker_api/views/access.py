@@ -64,13 +64,22 @@ class UserViewSet(ApiMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, vi
             from tracker.exceptions import PermissionDenied
 
             raise PermissionDenied("Only a superuser can make another user a superuser.")
+        if user.pk == request.user.pk and any(k in data for k in ("is_active", "is_staff", "is_superuser")):
+            from tracker.exceptions import Conflict
+
+            raise Conflict("You cannot change your own active, staff or superuser flags; ask another staff user.")
         user = access.update_user(user, **data)
         return Response(s.UserSerializer(user).data)
 
     @extend_schema(responses={204: None})
     def destroy(self, request: Any, pk: Any = None) -> Response:
         """Deactivate the user (their annotations and runs stay; their tokens stop working)."""
-        access.deactivate_user(self.get_object())
+        user = self.get_object()
+        if user.pk == request.user.pk:
+            from tracker.exceptions import Conflict
+
+            raise Conflict("You cannot deactivate yourself; ask another staff user.")
+        access.deactivate_user(user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(responses=s.UserSerializer)
@@ -120,6 +129,12 @@ class TokenViewSet(ApiMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, v
     def destroy(self, request: Any, pk: Any = None) -> Response:
         """Revoke the token: its key stops working at once."""
         token = self.get_object()
+        if token.pk == getattr(request.auth, "pk", None):
+            from tracker.exceptions import Conflict
+
+            # Revoking the key a script is using from that same script is nearly always a
+            # mistake that locks it out half-way; do it from another token or the CLI.
+            raise Conflict("This request is authenticated with that token; revoke it using another token or `tracker token --revoke`.")
         access.revoke_token(token)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -215,7 +230,8 @@ class MembershipViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Projec
         member = self.get_object()
         ser = s.MembershipUpdateSerializer(data=request.data)
         ser.is_valid(raise_exception=True)
-        member = access.set_role(member.project, member.user, ser.validated_data["role"])
+        if "role" in ser.validated_data:
+            member = access.set_role(member.project, member.user, ser.validated_data["role"])
         return Response(s.MembershipSerializer(member).data)
 
     @extend_schema(responses={204: None})
