@@ -14,7 +14,7 @@ import pandas as pd
 
 from tracker.exceptions import InvalidValue
 from tracker.models import Annotation, AnnotationTask, Project
-from tracker.services.labeling import CHUNK, get_task, value_key
+from tracker.services.labeling import CHUNK, frame, get_task, value_key
 
 COLUMNS = [
     "scope", "name", "annotators", "items", "annotations",
@@ -48,7 +48,7 @@ def load_annotations(
         rows = []
         for start in range(0, len(ids), CHUNK):
             rows.extend(qs.filter(sample_id__in=ids[start : start + CHUNK]).values_list(*fields))
-    return pd.DataFrame(rows, columns=cols)
+    return frame(rows, cols, raw=("value",))
 
 
 # --------------------------------------------------------------------------- coefficients

@@ -228,8 +228,8 @@ def define_task(
         raise InvalidValue(f"A task name must be a non-empty string of at most 200 characters, not {name!r}.")
     name = name.strip()
     if kind not in KINDS:
-        close = difflib.get_close_matches(str(kind), KINDS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        close = _suggest(str(kind), KINDS)
+        hint = f" Did you mean {close!r}?" if close else ""
         raise InvalidValue(f"Unknown task kind {kind!r}; use one of {', '.join(KINDS)}.{hint}")
     given = {
         "instructions": instructions,
@@ -267,10 +267,10 @@ def define_task(
         task.kind, task.labels, task.config = kind, new_labels, new_config
         if renames:
             _apply_renames(task, renames)
-        if not allow_invalid:
-            bad = invalid_annotation_rows(task)
-            if bad:
-                raise _schema_rejected(task, bad)
+        bad, converted = _revalidate(task)
+        if bad and not allow_invalid:
+            raise _schema_rejected(task, bad)
+        _store_converted(converted)
         task.schema_version += 1
         task.updated_at = timezone.now()
         task.save()
@@ -332,26 +332,52 @@ def _apply_renames(task: AnnotationTask, renames: dict[str, str]) -> None:
     Prediction.objects.bulk_update(preds, ["value"], batch_size=500)
 
 
-def invalid_annotation_rows(task: AnnotationTask) -> list[dict[str, Any]]:
-    """Every stored annotation of ``task`` that its current schema rejects, with the reason."""
+def _revalidate(task: AnnotationTask) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]]]:
+    """Check every stored annotation against the task's schema.
+
+    Returns the invalid ones with reasons, and (id, old, new, status) for valid values whose
+    normal form changed (a kind change: "cat" becomes ["cat"] for multilabel).
+    """
     rows = list(
         Annotation.objects.filter(task=task)
         .order_by("id")
-        .values_list("id", "sample_id", "sample__external_id", "annotator__username", "value")
+        .values_list("id", "sample_id", "sample__external_id", "annotator__username", "value", "status")
     )
     samples: dict[int, Sample] = {}
     if task.kind in ("spans", "boxes"):
         samples = _samples_by_pk({r[1] for r in rows})
-    bad = []
-    for ann_id, sample_id, external_id, username, value in rows:
+    bad, converted = [], []
+    for ann_id, sample_id, external_id, username, value, status in rows:
         try:
-            check_value(task, value, samples.get(sample_id))
+            new = check_value(task, value, samples.get(sample_id))
         except InvalidAnnotation as exc:
             bad.append(
                 {"annotation_id": ann_id, "external_id": external_id, "annotator": username,
                  "value": value, "reason": str(exc)}
             )
-    return bad
+            continue
+        if value_key(new) != value_key(value):
+            converted.append((ann_id, value, new, status))
+    return bad, converted
+
+
+def _store_converted(converted: list[tuple[Any, ...]]) -> None:
+    now = timezone.now()
+    Annotation.objects.bulk_update(
+        [Annotation(pk=pk, value=new, updated_at=now) for pk, _, new, _ in converted],
+        ["value", "updated_at"], batch_size=500,
+    )
+    AnnotationEvent.objects.bulk_create(
+        [AnnotationEvent(annotation_id=pk, at=now, action="converted", old_value=old, new_value=new,
+                         old_status=status, new_status=status, comment="task schema changed")
+         for pk, old, new, status in converted],
+        batch_size=CHUNK,
+    )
+
+
+def invalid_annotation_rows(task: AnnotationTask) -> list[dict[str, Any]]:
+    """Every stored annotation of ``task`` that its current schema rejects, with the reason."""
+    return _revalidate(task)[0]
 
 
 def _schema_rejected(task: AnnotationTask, bad: list[dict[str, Any]]) -> InvalidAnnotation:
@@ -379,9 +405,22 @@ def _where(task: AnnotationTask, sample: Sample | None) -> str:
     return f"{sid}task {task.name!r} ({task.kind})"
 
 
+def _suggest(given: str, options: Sequence[str]) -> str | None:
+    """The option ``given`` most likely meant: same letters ignoring case, a prefix, or close."""
+    low = given.lower()
+    for opt in options:
+        if opt.lower() == low:
+            return opt
+    close = difflib.get_close_matches(given, options, n=1)
+    if close:
+        return close[0]
+    prefixed = [o for o in options if low and (o.lower().startswith(low) or low.startswith(o.lower()))]
+    return prefixed[0] if len(prefixed) == 1 else None
+
+
 def _unknown_label(task: AnnotationTask, sample: Sample | None, label: Any) -> InvalidAnnotation:
-    close = difflib.get_close_matches(str(label), task.labels, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+    close = _suggest(str(label), task.labels)
+    hint = f" Did you mean {close!r}?" if close else ""
     return InvalidAnnotation(
         f"{_where(task, sample)}: {label!r} is not one of the labels {', '.join(map(repr, task.labels))}."
         f"{hint} Add new labels with tracker.define_task(..., labels=[...])."
@@ -692,7 +731,9 @@ def as_records(rows: Any, what: str) -> list[Mapping[str, Any]]:
     except ImportError:  # pragma: no cover - pandas is a dependency
         pd = None
     if pd is not None and isinstance(rows, pd.DataFrame):
-        return rows.to_dict("records")
+        # Missing cells (NaN, NaT, pd.NA) mean "not given", like an absent key in a dict.
+        rows = rows.astype(object)
+        return rows.where(rows.notna(), None).to_dict("records")
     if isinstance(rows, Mapping):
         return [rows]
     if isinstance(rows, (str, bytes)) or not isinstance(rows, Iterable):
@@ -918,6 +959,21 @@ def accept_prediction(prediction: Any, annotator: Any = None) -> Annotation:
 # --------------------------------------------------------------------------- reading
 
 
+def frame(rows: list[tuple], columns: list[str], raw: Sequence[str] = ()) -> Any:
+    """A DataFrame whose ``raw`` columns keep the stored Python values (None stays None).
+
+    pandas would otherwise infer a string dtype for a column of labels and turn None into NaN.
+    """
+    import pandas as pd
+
+    cols = list(zip(*rows)) if rows else [()] * len(columns)
+    data = {
+        name: pd.Series(list(col), dtype=object) if name in raw else pd.Series(list(col))
+        for name, col in zip(columns, cols)
+    }
+    return pd.DataFrame(data, columns=columns)
+
+
 def annotations_frame(
     project: str | Project,
     task: str | AnnotationTask | None = None,
@@ -944,7 +1000,7 @@ def annotations_frame(
         "id", "task__name", "sample__external_id", "sample_id", "annotator__username", "value",
         "status", "review_comment", "reviewed_by__username", "prediction_id", "created_at", "updated_at",
     )
-    return pd.DataFrame(list(rows), columns=cols)
+    return frame(list(rows), cols, raw=("value",))
 
 
 def history_frame(
@@ -978,7 +1034,7 @@ def history_frame(
         "annotation__annotator__username", "actor__username", "old_value", "new_value",
         "old_status", "new_status", "comment", "annotation_id",
     )
-    return pd.DataFrame(list(rows), columns=cols)
+    return frame(list(rows), cols, raw=("old_value", "new_value"))
 
 
 def invalid_annotations(project: str | Project, task: str | AnnotationTask) -> Any:
@@ -987,7 +1043,8 @@ def invalid_annotations(project: str | Project, task: str | AnnotationTask) -> A
 
     task_obj = get_task(project, task)
     cols = ["annotation_id", "external_id", "annotator", "value", "reason"]
-    return pd.DataFrame(invalid_annotation_rows(task_obj), columns=cols)
+    rows = [tuple(r[c] for c in cols) for r in invalid_annotation_rows(task_obj)]
+    return frame(rows, cols, raw=("value",))
 
 
 # --------------------------------------------------------------------------- contract
