@@ -29,6 +29,8 @@ class ApiMixin:
     parser_classes = [JSONParser]
     # "upload": the view streams its body to disk and may take TRACKER["API_MAX_UPLOAD_BYTES"].
     body_limit = "body"
+    # Ids are integers: /api/samples/abc/ is a 404, never a database error.
+    lookup_value_regex = r"\d+"
 
     def get_exception_handler(self) -> Any:
         return exception_handler

@@ -5,7 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from tracker_api.views import access, samples
+from tracker_api.views import access, datasets, labeling, samples
 
 router = DefaultRouter(trailing_slash="/?")
 router.include_root_view = False
@@ -13,7 +13,13 @@ router.register("users", access.UserViewSet, basename="user")
 router.register("tokens", access.TokenViewSet, basename="token")
 router.register("projects", access.ProjectViewSet, basename="project")
 router.register("memberships", access.MembershipViewSet, basename="membership")
+router.register("samples/import", datasets.SampleImportViewSet, basename="sample-import")
 router.register("samples", samples.SampleViewSet, basename="sample")
+router.register("datasets", datasets.DatasetViewSet, basename="dataset")
+router.register("dataset-versions", datasets.VersionViewSet, basename="dataset-version")
+router.register("tasks", labeling.TaskViewSet, basename="task")
+router.register("annotations", labeling.AnnotationViewSet, basename="annotation")
+router.register("predictions", labeling.PredictionViewSet, basename="prediction")
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -39,9 +39,34 @@ def setup_objects(project: Any, tag: str) -> dict[str, Any]:
     extra = access.create_user(f"extra-{tag}")
     objs["membership"] = access.set_role(project, extra, "viewer").pk
     objs["sample"] = add_samples(project, [{"id": f"s-{tag}", "text": "hello"}])[0].pk
+    _datasets_and_labeling(project, tag, objs)
     for hook in SETUP_HOOKS:
         hook(project, tag, objs)
     return objs
+
+
+def _datasets_and_labeling(project: Any, tag: str, objs: dict[str, Any]) -> None:
+    from tracker.models import Sample
+    from tracker.services.datasets import create_dataset
+    from tracker.services.labeling import add_predictions, annotate, define_task
+
+    info = create_dataset(f"ds-{tag}", Sample.objects.filter(project=project), project=project, progress=False)
+    objs["version"] = info.id
+    from tracker.models import Dataset
+
+    objs["dataset"] = Dataset.objects.get(project=project, name=f"ds-{tag}").pk
+    task = define_task(project, f"sentiment-{tag}", "classification", ["pos", "neg"])
+    objs["task"] = task.pk
+    more = add_samples_for(project, tag)
+    objs["annotation"] = annotate(more, task, "pos", annotator=f"labeller-{tag}").pk
+    objs["prediction"] = add_predictions(project, task, [{"external_id": f"s-{tag}", "value": "neg", "score": 0.4}])[0].pk
+    objs["sample_ext"] = f"s-{tag}"
+
+
+def add_samples_for(project: Any, tag: str) -> Any:
+    from tracker.services.samples import add_samples
+
+    return add_samples(project, [{"id": f"t-{tag}", "text": "second"}])[0]
 
 
 # Domains that land later add a function here that creates their objects.
@@ -79,4 +104,33 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("POST", "/api/samples/", "editor", 201, kind="create",
              body=lambda o: {"project": o["project_name"], "records": [{"id": "new", "x": 1}]}),
     Endpoint("GET", "/api/samples/{id}/", "viewer", obj="sample"),
+    Endpoint("POST", "/api/samples/import/", "editor", 201, kind="create",
+             query=lambda o: f"project={o['project_name']}&file_format=csv&id_field=id", raw=b"id,text\nimp-1,hi\n"),
+    # datasets
+    Endpoint("GET", "/api/datasets/", "viewer", kind="list", query=lambda o: f"project={o['project_name']}"),
+    Endpoint("GET", "/api/datasets/{id}/", "viewer", obj="dataset"),
+    Endpoint("GET", "/api/dataset-versions/", "viewer", kind="list", query=lambda o: f"project={o['project_name']}"),
+    Endpoint("POST", "/api/dataset-versions/", "editor", 201, kind="create",
+             body=lambda o: {"project": o["project_name"], "name": "api-made", "splits": {"a": 0.5, "b": 0.5}}),
+    Endpoint("GET", "/api/dataset-versions/{id}/", "viewer", obj="version"),
+    Endpoint("GET", "/api/dataset-versions/{id}/export/", "viewer", obj="version"),
+    # annotation
+    Endpoint("GET", "/api/tasks/", "viewer", kind="list", query=lambda o: f"project={o['project_name']}"),
+    Endpoint("POST", "/api/tasks/", "editor", 201, kind="create",
+             body=lambda o: {"project": o["project_name"], "name": "topic", "kind": "multilabel", "labels": ["a", "b"]}),
+    Endpoint("GET", "/api/tasks/{id}/", "viewer", obj="task"),
+    Endpoint("POST", "/api/tasks/{id}/next/", "annotator", obj="task", body=lambda o: {"n": 2}),
+    Endpoint("POST", "/api/tasks/{id}/release/", "annotator", obj="task", body=lambda o: {}),
+    Endpoint("GET", "/api/annotations/", "viewer", kind="list", query=lambda o: f"project={o['project_name']}"),
+    Endpoint("POST", "/api/annotations/", "annotator", 201, kind="create",
+             body=lambda o: {"task": o["task"], "sample": o["sample_ext"], "value": "neg"}),
+    Endpoint("GET", "/api/annotations/{id}/", "viewer", obj="annotation"),
+    Endpoint("GET", "/api/annotations/{id}/history/", "viewer", obj="annotation"),
+    Endpoint("POST", "/api/annotations/{id}/review/", "editor", obj="annotation",
+             body=lambda o: {"decision": "reject", "comment": "wrong"}),
+    Endpoint("GET", "/api/predictions/", "viewer", kind="list", query=lambda o: f"project={o['project_name']}"),
+    Endpoint("POST", "/api/predictions/", "editor", 201, kind="create",
+             body=lambda o: {"task": o["task"], "predictions": [{"external_id": o["sample_ext"], "value": "pos"}]}),
+    Endpoint("GET", "/api/predictions/{id}/", "viewer", obj="prediction"),
+    Endpoint("POST", "/api/predictions/{id}/accept/", "annotator", 201, obj="prediction"),
 ]
