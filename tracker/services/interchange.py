@@ -417,8 +417,13 @@ def import_label_studio(
     mapping = dict(tasks or {})
     items = _read_source(source)
     default_name = _default_name(annotator)
-    proj = get_or_create_project(project)
-    existing = {t.name: t for t in AnnotationTask.objects.filter(project=proj)}
+    if isinstance(project, Project):
+        found: Project | None = project
+    else:
+        from tracker.services.projects import check_project_name
+
+        found = Project.objects.filter(name=check_project_name(project)).first()
+    existing = {t.name: t for t in AnnotationTask.objects.filter(project=found)} if found else {}
     records, seen_ids = [], set()
     # (task name, external id, annotator, results, ext) and (task name, external id, version, score, results)
     ann_rows: list[tuple] = []
@@ -501,6 +506,7 @@ def import_label_studio(
                 score = next((r["score"] for r in results if r.get("score") is not None), p.get("score"))
                 pred_rows.append((tname, ext_id, str(p.get("model_version") or ""), score, results, where))
     with transaction.atomic():
+        proj = get_or_create_project(project)
         for name, kind in kinds.items():
             if name not in existing:
                 existing[name] = define_task(
