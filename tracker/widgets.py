@@ -385,7 +385,7 @@ class Labeler(w.VBox):
 
     def _say(self, message: str, *, error: bool = False) -> None:
         colour = "#c00" if error else "#080"
-        self.status.value = f'<span style="color:{colour}">{html.escape(message)}</span>'
+        self.status.value = f'<span style="color:{colour}">{html.escape(message, quote=False)}</span>'
 
     def _label_button(self, key: Any, text: str, action: Any) -> w.Button:
         b = w.Button(description=text, tooltip=text)
@@ -457,26 +457,27 @@ class Labeler(w.VBox):
         self.remove(self.item_list.value)
 
     def _render(self, sample: Any) -> str:
+        """Spans: the highlighted text. Boxes: the image with its boxes. Otherwise the sample's
+        text and image when it has them (both, for a captioned image), else its data as JSON."""
         from tracker.services.labeling import image_size
 
         value = self.state.values.get(sample.pk)
         cfg, data = self.task.config, sample.data or {}
-        text_field = cfg.get("text_field")
-        image_field = cfg.get("image_field")
-        if self.kind == "spans" or (self.kind != "boxes" and text_field and isinstance(data.get(text_field), str)):
-            text = data.get(text_field or "text")
-            if not isinstance(text, str):
-                return render_json(data)
-            return render_text(text, value if self.kind == "spans" else None, self.labels)
-        if self.kind == "boxes" or image_field or "image" in data or sample.media or sample.media_uri:
+        text = data.get(cfg.get("text_field") or "text")
+        has_image = bool(
+            self.kind == "boxes" or cfg.get("image_field") or data.get("image") or sample.media or sample.media_uri
+        )
+        parts = []
+        if self.kind != "boxes" and isinstance(text, str):
+            parts.append(render_text(text, value if self.kind == "spans" else None, self.labels))
+        if self.kind != "spans" and has_image:
             try:
                 size = image_size(self.task, sample)
             except TrackerError:
                 size = None
-            return render_image(image_source(self.task, sample), size, value if self.kind == "boxes" else None, self.labels)
-        if isinstance(data.get("text"), str):
-            return render_text(data["text"], None, self.labels)
-        return render_json(data)
+            boxes = value if self.kind == "boxes" else None
+            parts.append(render_image(image_source(self.task, sample), size, boxes, self.labels))
+        return "".join(parts) or render_json(data)
 
     def _refresh(self, *, keep_status: bool = False) -> None:
         total = len(self.state.samples)
