@@ -106,7 +106,10 @@ class AnnotationAdmin(admin.ModelAdmin):
 
         def clean(form_self: Any) -> Any:
             data = base_clean(form_self)
-            task, sample = data.get("task"), data.get("sample")
+            # On change task and sample are read-only, so they come from the instance.
+            inst = form_self.instance
+            task = data.get("task") or (inst.task if inst.task_id else None)
+            sample = data.get("sample") or (inst.sample if inst.sample_id else None)
             if task is not None and sample is not None and "value" in data:
                 from tracker.services import labeling
 
