@@ -111,6 +111,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             error_body(f"The database cannot store a value of this request: {first}.", "invalid"),
             status=status.HTTP_400_BAD_REQUEST,
         )
+    if isinstance(exc, OverflowError):
+        # SQLite's driver refuses integers beyond 64 bits before the query runs.
+        return Response(
+            error_body("A number in this request is too large to store or look up (the limit is 2**63 - 1).", "invalid"),
+            status=status.HTTP_400_BAD_REQUEST,
+        )
     if isinstance(exc, RequestDataTooBig):
         exc = PayloadTooLarge(str(exc) or PayloadTooLarge.default_detail)
     elif isinstance(exc, Http404):

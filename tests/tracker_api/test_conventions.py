@@ -169,7 +169,10 @@ def test_filters_and_ordering_cannot_reach_other_projects(db):
     assert c.get(f"/api/projects/{world.foreign.pk}/").status_code == 404
 
 
-LISTS = ["/api/samples/?project=own", "/api/projects/", "/api/memberships/", "/api/tokens/", "/api/users/"]
+LISTS = [
+    "/api/samples/?project=own", "/api/projects/", "/api/memberships/", "/api/tokens/", "/api/users/",
+    "/api/datasets/", "/api/dataset-versions/", "/api/tasks/", "/api/annotations/", "/api/predictions/",
+]
 
 
 @pytest.mark.parametrize("path", LISTS)
@@ -177,7 +180,16 @@ def test_list_queries_do_not_grow_with_page_size(db, path):
     world = make_world()
     from tracker.services.samples import add_samples
 
-    add_samples(world.own, [{"id": str(i)} for i in range(60)])
+    from tracker.services.datasets import create_dataset
+    from tracker.services.labeling import add_predictions, annotate, define_task
+
+    samples = add_samples(world.own, [{"id": str(i)} for i in range(60)])
+    task = define_task(world.own, "t", "classification", ["a", "b"])
+    for i in range(30):
+        define_task(world.own, f"t{i}", "text")
+        annotate(samples[i], task, "a", annotator=f"ann{i % 3}")
+        create_dataset(f"d{i}", Sample.objects.filter(pk__lte=samples[i].pk), project=world.own, progress=False)
+    add_predictions(world.own, task, [{"external_id": str(i), "value": "b"} for i in range(30)])
     for i in range(30):
         p = Project.objects.create(name=f"p{i}")
         access.set_role(p, world.users["staff"], "viewer")
@@ -214,3 +226,24 @@ def test_schema_and_docs_are_served(db):
     assert "/api/samples/" in doc["paths"]
     assert {"tokenAuth", "cookieAuth"} <= set(doc["components"]["securitySchemes"])
     assert c.get("/api/docs/").status_code == 200
+
+
+def test_inputs_the_fuzzer_found_are_client_errors(db):
+    """Regressions from schemathesis runs: each once answered 500."""
+    from tracker.services.labeling import define_task
+
+    world = make_world()
+    c = world.client("editor")
+    r = c.options("/api/samples/import/?project=own&file_format=csv")
+    assert r.status_code == 200
+    r = c.generic("POST", "/api/samples/import/?project=own&file_format=jsonl", b"\x89PNG\r\n\x1a\n\x00",
+                  content_type="application/octet-stream")
+    assert r.status_code == 400 and "not UTF-8" in r.json()["detail"], r.content
+    assert not Sample.objects.filter(project=world.own).exists()
+    task = define_task(world.own, "t", "classification", ["a", "b"])
+    r = post(c, f"/api/tasks/{task.pk}/release/", {"samples": [2**80, "Dd"]})
+    assert r.status_code == 400 and "samples" in r.json()["fields"]
+    r = c.get(f"/api/samples/{2**80}/")
+    assert r.status_code in (400, 404)
+    r = c.get(f"/api/annotations/?task={2**80}")
+    assert r.status_code in (200, 400)

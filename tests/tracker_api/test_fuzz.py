@@ -36,6 +36,14 @@ def _seed_data():
     fuzzer = access.create_user("fuzzer", is_staff=True)
     project = access.create_project("fuzz", fuzzer)
     add_samples(project, [{"id": str(i), "text": f"sample {i}"} for i in range(20)])
+    from tracker.models import Sample
+    from tracker.services.datasets import create_dataset
+    from tracker.services.labeling import add_predictions, annotate, define_task
+
+    create_dataset("fuzz-ds", Sample.objects.filter(project=project), project=project, splits={"train": 0.5, "test": 0.5}, progress=False)
+    task = define_task(project, "sentiment", "classification", ["pos", "neg"])
+    annotate("1", task, "pos", annotator=fuzzer)
+    add_predictions(project, task, [{"external_id": str(i), "value": "neg", "score": 0.3} for i in range(5)])
     for hook in SEED_HOOKS:
         hook(project, fuzzer)
     return access.create_token(fuzzer, name="fuzz")[1]

@@ -22,6 +22,10 @@ class SampleRefField(serializers.Field):
     def to_internal_value(self, data: object) -> object:
         if isinstance(data, bool) or not isinstance(data, (int, str)) or data == "":
             raise serializers.ValidationError("Give the sample's id (an integer) or its external id (a string).")
+        if isinstance(data, int) and not 0 < data < 2**63:
+            raise serializers.ValidationError(f"{data} is not a sample id (ids are positive 64-bit integers).")
+        if isinstance(data, str) and len(data) > 255:
+            raise serializers.ValidationError("An external id has at most 255 characters.")
         return data
 
     def to_representation(self, value: object) -> object:
@@ -75,7 +79,7 @@ class AnnotationSerializer(serializers.ModelSerializer):
 
 
 class AnnotateSerializer(serializers.Serializer):
-    task = serializers.IntegerField(help_text="Task id.")
+    task = serializers.IntegerField(help_text="Task id.", min_value=1, max_value=2**63 - 1)
     sample = SampleRefField()
     value = ValueField()
 
@@ -110,7 +114,7 @@ class PredictionSerializer(serializers.ModelSerializer):
 
 
 class PredictionsAddSerializer(serializers.Serializer):
-    task = serializers.IntegerField(help_text="Task id.")
+    task = serializers.IntegerField(help_text="Task id.", min_value=1, max_value=2**63 - 1)
     predictions = RecordsField(
         help_text="Rows with `external_id` (or `sample`: an id), `value`, and optionally `score` "
         "and `model_version`."

@@ -173,6 +173,7 @@ class SampleImportViewSet(ProjectScopedViewSet):
     """Upload a CSV, JSONL or Parquet file of samples (streamed to disk, then imported)."""
 
     queryset = Sample.objects.none()
+    serializer_class = s.ImportReportSerializer
     body_limit = "upload"
     filter_backends: list[Any] = []
     pagination_class = None
@@ -216,6 +217,13 @@ class SampleImportViewSet(ProjectScopedViewSet):
                 if exc.report is not None:
                     exc.report.source = "the upload"
                 raise ImportRejected(str(exc).replace(tmp_name, "the upload"), exc.report) from None
+            except UnicodeDecodeError as exc:
+                # The import service reads text formats as UTF-8 and (for JSONL) lets the
+                # decoder's error through; at the HTTP boundary it is the upload's fault.
+                raise InvalidValue(
+                    f"The uploaded {fmt} file is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                    f"save it as UTF-8 and upload it again. Nothing was imported."
+                ) from None
         data = s.ImportReportSerializer(report).data
         data["source"] = f"upload ({fmt}, {upload.size} bytes)"
         return Response(data, status=status.HTTP_201_CREATED)
