@@ -323,7 +323,7 @@ def _resume(
     env = capture()
     now = timezone.now()
     with transaction.atomic():
-        run = Run.objects.select_for_update().select_related("project", "parent").get(pk=run.pk)
+        run = Run.objects.select_for_update(of=("self",)).select_related("project", "parent").get(pk=run.pk)
         run.params = _merge_params(run, params)
         run.tags = _merge_tags(run.tags, tags)
         if notes:
@@ -756,7 +756,7 @@ def runs_frame(qs: QuerySet) -> Any:
         index=base.index,
     )
     parts.append(extra)
-    return pd.concat(parts, axis=1, copy=False) if len(parts) > 1 else base
+    return pd.concat(parts, axis=1) if len(parts) > 1 else base
 
 
 def _last_metrics(qs: QuerySet, pks: Any, index: Any) -> Any:
@@ -794,7 +794,7 @@ def _datasets(qs: QuerySet, pks: Any) -> list[str]:
     )
     used: dict[int, list[str]] = {}
     for run_id, ds, version, context in rows:
-        used.setdefault(run_id, []).append(f"{ds} v{version} ({context})")
+        used.setdefault(run_id, []).append(f"{ds}:v{version} ({context})")
     return [", ".join(used.get(int(pk), ())) for pk in pks]
 
 
