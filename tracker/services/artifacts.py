@@ -403,9 +403,13 @@ def log_artifact(
     out = []
     with transaction.atomic():
         for src, sha, size, storage_name in stored:
-            blob, _ = Blob.objects.get_or_create(
+            # Locked, so `tracker gc` (which locks a blob row before deleting its file) cannot
+            # remove it now; if gc removed it after we looked it up, store the bytes again.
+            blob, _ = Blob.objects.select_for_update().get_or_create(
                 sha256=sha, defaults={"size": size, "storage_name": storage_name, "created_at": now}
             )
+            if not default_storage.exists(storage_name):
+                storage_name = _upload(src, sha)[2]
             if blob.storage_name != storage_name:
                 Blob.objects.filter(pk=sha).update(storage_name=storage_name)
                 blob.storage_name = storage_name
