@@ -57,6 +57,11 @@ ERRORS = {
 def add_error_responses(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
     """drf-spectacular postprocessing hook: document the shared error body on every operation."""
     result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    # A path parameter that is itself a path (artifact names) is documented without the
+    # router's trailing slash, which would otherwise read as part of the name.
+    paths = result.get("paths", {})
+    for path in [p for p in paths if p.endswith("{name}/")]:
+        paths[path[:-1]] = paths.pop(path)
     ref = {"$ref": "#/components/schemas/Error"}
     for path, ops in result.get("paths", {}).items():
         for method, op in ops.items():

@@ -5,10 +5,14 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from tracker_api.views import access, datasets, labeling, samples
+from tracker_api.views import access, datasets, labeling, runs, samples
 
-router = DefaultRouter(trailing_slash="/?")
+router = DefaultRouter()
+# Both /api/runs/x and /api/runs/x/ (an artifact name must not need a slash after it).
+router.trailing_slash = "/?"
 router.include_root_view = False
+# No ".json" suffix routes: an artifact named "model.bin" or "config.json" means the file.
+router.include_format_suffixes = False
 router.register("users", access.UserViewSet, basename="user")
 router.register("tokens", access.TokenViewSet, basename="token")
 router.register("projects", access.ProjectViewSet, basename="project")
@@ -20,6 +24,7 @@ router.register("dataset-versions", datasets.VersionViewSet, basename="dataset-v
 router.register("tasks", labeling.TaskViewSet, basename="task")
 router.register("annotations", labeling.AnnotationViewSet, basename="annotation")
 router.register("predictions", labeling.PredictionViewSet, basename="prediction")
+router.register("runs", runs.RunViewSet, basename="run")
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -40,6 +40,7 @@ def setup_objects(project: Any, tag: str) -> dict[str, Any]:
     objs["membership"] = access.set_role(project, extra, "viewer").pk
     objs["sample"] = add_samples(project, [{"id": f"s-{tag}", "text": "hello"}])[0].pk
     _datasets_and_labeling(project, tag, objs)
+    _runs(project, tag, objs)
     for hook in SETUP_HOOKS:
         hook(project, tag, objs)
     return objs
@@ -61,6 +62,24 @@ def _datasets_and_labeling(project: Any, tag: str, objs: dict[str, Any]) -> None
     objs["annotation"] = annotate(more, task, "pos", annotator=f"labeller-{tag}").pk
     objs["prediction"] = add_predictions(project, task, [{"external_id": f"s-{tag}", "value": "neg", "score": 0.4}])[0].pk
     objs["sample_ext"] = f"s-{tag}"
+
+
+def _runs(project: Any, tag: str, objs: dict[str, Any]) -> None:
+    import tempfile
+    import time
+
+    from tracker.models import Run
+    from tracker.services.artifacts import log_artifact
+    from tracker.services.metrics import DatabaseSink
+
+    run = Run.objects.create(project=project, name=f"run-{tag}")
+    DatabaseSink().write(run.pk, [("loss", i, 1.0 / (i + 1), time.time()) for i in range(5)], None)
+    with tempfile.NamedTemporaryFile(suffix=".txt") as fh:
+        fh.write(b"weights")
+        fh.flush()
+        log_artifact(run, fh.name, name="model/weights.txt")
+    objs["run"] = run.uid
+    objs["artifact_name"] = "model/weights.txt"
 
 
 def add_samples_for(project: Any, tag: str) -> Any:
@@ -133,4 +152,20 @@ ENDPOINTS: list[Endpoint] = [
              body=lambda o: {"task": o["task"], "predictions": [{"external_id": o["sample_ext"], "value": "pos"}]}),
     Endpoint("GET", "/api/predictions/{id}/", "viewer", obj="prediction"),
     Endpoint("POST", "/api/predictions/{id}/accept/", "annotator", 201, obj="prediction"),
+    # runs
+    Endpoint("GET", "/api/runs/", "viewer", kind="list", query=lambda o: f"project={o['project_name']}"),
+    Endpoint("POST", "/api/runs/", "editor", 201, kind="create",
+             body=lambda o: {"project": o["project_name"], "name": "api-run", "params": {"lr": 0.1}}),
+    Endpoint("GET", "/api/runs/{id}/", "viewer", obj="run"),
+    Endpoint("POST", "/api/runs/{id}/finish/", "editor", obj="run", body=lambda o: {"status": "finished"}),
+    Endpoint("POST", "/api/runs/{id}/heartbeat/", "editor", 204, obj="run"),
+    Endpoint("POST", "/api/runs/{id}/params/", "editor", obj="run", body=lambda o: {"params": {"batch": 32}}),
+    Endpoint("POST", "/api/runs/{id}/tags/", "editor", obj="run", body=lambda o: {"tags": {"best": True}}),
+    Endpoint("GET", "/api/runs/{id}/metrics/", "viewer", obj="run"),
+    Endpoint("POST", "/api/runs/{id}/metrics/", "editor", 201, obj="run",
+             body=lambda o: {"points": [{"key": "acc", "step": 1, "value": 0.5}]}),
+    Endpoint("GET", "/api/runs/{id}/artifacts/", "viewer", obj="run"),
+    Endpoint("GET", "/api/runs/{id}/artifacts/{name}", "viewer", obj="run", params={"name": "artifact_name"}),
+    Endpoint("PUT", "/api/runs/{id}/artifacts/{name}", "editor", 201, obj="run", params={"name": "artifact_name"},
+             raw=b"new weights", query=lambda o: "overwrite=true"),
 ]

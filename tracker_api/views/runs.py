@@ -1,0 +1,294 @@
+"""Runs: create, finish, heartbeat, params, tags, metric ingest and history, artifacts.
+
+A run created over HTTP belongs to its client: the client sends its heartbeats and its final
+status (``tracker.configure(server_url=...)`` does), so a client that dies is reported killed
+by the same heartbeat rule as a local process. Writes go through the runs core's sink, the
+same unit of work the local flusher uses.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import django_filters
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, status
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from tracker import conf
+from tracker.exceptions import InvalidValue, RunNotFound
+from tracker.models import Artifact, Run
+from tracker_api.base import ProjectScopedViewSet
+from tracker_api.serializers import runs as s
+from tracker_api.streaming import SpooledUpload, file_chunks, stream
+
+_SPECIAL = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+MAX_HISTORY_POINTS = 1_000_000
+
+
+def _valid(cls: Any, data: Any) -> dict[str, Any]:
+    ser = cls(data=data)
+    ser.is_valid(raise_exception=True)
+    return ser.validated_data
+
+
+def parse_points(points: list[Any], now: float) -> list[tuple[str, int, float, float]]:
+    """JSON points as the core's (key, step, value, timestamp) tuples; the whole batch or an
+    InvalidValue naming the first bad point (so nothing of a bad batch is stored)."""
+    from tracker.services._runs_values import check_key, metric_step, metric_value
+
+    out = []
+    seen: dict[str, str] = {}
+    for i, p in enumerate(points):
+        if not isinstance(p, dict):
+            raise InvalidValue(f"Point {i} is a {type(p).__name__}; send objects like {{'key': 'loss', 'step': 3, 'value': 0.5}}.")
+        try:
+            key, step, value = p["key"], p["step"], p["value"]
+        except KeyError as exc:
+            raise InvalidValue(f"Point {i} has no {exc.args[0]!r}; each point needs key, step and value.") from None
+        try:
+            k = seen.get(key) if key.__class__ is str else None
+            if k is None:
+                k = check_key(key, "metric")
+                seen[k] = k
+            step = metric_step(k, step)
+            if value is None:
+                v = math.nan  # JSON has no NaN: null (or "NaN") stands for it
+            elif value.__class__ is str:
+                if value not in _SPECIAL:
+                    raise InvalidValue(f"Metric {k!r} got the string {value[:40]!r}; send a number, null, \"NaN\", \"Infinity\" or \"-Infinity\".")
+                v = _SPECIAL[value]
+            else:
+                v = metric_value(k, value)
+            ts = p.get("timestamp", now)
+            if ts.__class__ is not float:
+                if isinstance(ts, bool) or not isinstance(ts, (int, float)):
+                    raise InvalidValue(f"Metric {k!r}: timestamp must be unix seconds (a number), not {ts!r:.40}.")
+                ts = float(ts)
+            if not math.isfinite(ts):
+                raise InvalidValue(f"Metric {k!r}: timestamp {ts} is not a time.")
+        except InvalidValue as exc:
+            raise InvalidValue(f"Point {i}: {exc} Nothing of this batch was stored.") from None
+        out.append((k, step, v, ts))
+    return out
+
+
+class RunFilter(django_filters.FilterSet):
+    project = django_filters.CharFilter(field_name="project__name")
+    name = django_filters.CharFilter()
+    status = django_filters.ChoiceFilter(choices=Run.Status.choices)
+    parent = django_filters.CharFilter(field_name="parent__uid", help_text="Parent run id.")
+    started_after = django_filters.IsoDateTimeFilter(field_name="started_at", lookup_expr="gt")
+
+    class Meta:
+        model = Run
+        fields = ["project", "name", "status", "parent", "started_after"]
+
+
+@extend_schema(tags=["runs"])
+class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedViewSet):
+    """Training runs of your projects. Editors create runs and log to them."""
+
+    queryset = Run.objects.select_related("project", "parent")
+    serializer_class = s.RunSerializer
+    filterset_class = RunFilter
+    lookup_field = "uid"
+    lookup_url_kwarg = "id"
+    lookup_value_regex = r"[0-9a-zA-Z]{1,32}"
+    ordering_fields = ["id", "started_at", "name"]
+    ordering = ["-id"]
+
+    @extend_schema(request=s.RunCreateSerializer, responses={201: s.RunSerializer})
+    def create(self, request: Any) -> Response:
+        """Start a run (status running). The client sends heartbeats and finishes it."""
+        from tracker.models.runs import new_run_uid
+        from tracker.services._runs_values import check_name, flatten
+        from tracker.services.metrics import DatabaseSink
+
+        d = _valid(s.RunCreateSerializer, request.data)
+        project = self.project_for(d["project"], "editor", create=True)
+        parent = None
+        if d["parent"]:
+            parent = Run.objects.filter(uid=d["parent"], project=project).first()
+            if parent is None:
+                raise RunNotFound(f"Project {project.name!r} has no run {d['parent'][:32]!r} to be the parent.")
+        now = timezone.now()
+        values = dict(
+            uid=new_run_uid(), name=check_name(d["name"]), parent_id=parent.pk if parent else None,
+            status=Run.Status.RUNNING, params=flatten(d["params"], "param"),
+            tags={k: v for k, v in flatten(d["tags"], "tag").items() if v is not None},
+            notes=d["notes"], error="", started_at=now, heartbeat_at=now,
+            heartbeat_timeout=d["heartbeat_timeout"] if d["heartbeat_timeout"] is not None else float(conf.get("HEARTBEAT_TIMEOUT")),
+            host=d["host"], pid=d["pid"], git_commit=d["git_commit"], git_dirty=d["git_dirty"],
+            python_version=d["python_version"], packages=d["packages"],
+            created_by_id=request.user.pk,
+        )
+        pk = DatabaseSink().write({"values": values, "project": project.pk}, [], None)
+        run = Run.objects.select_related("project", "parent").get(pk=pk)
+        return Response(s.RunSerializer(run).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.FinishSerializer, responses=s.RunSerializer)
+    @action(detail=True, methods=["post"])
+    def finish(self, request: Any, id: Any = None) -> Response:
+        """Set the final status (finished, failed or killed) and the end time."""
+        from tracker.services.metrics import DatabaseSink
+
+        run = self.get_object()
+        d = _valid(s.FinishSerializer, request.data)
+        DatabaseSink().write(run.pk, [], {"status": d["status"], "ended_at": timezone.now(), "error": d["error"]})
+        run.refresh_from_db()
+        return Response(s.RunSerializer(run).data)
+
+    @extend_schema(request=None, responses={204: None})
+    @action(detail=True, methods=["post"])
+    def heartbeat(self, request: Any, id: Any = None) -> Response:
+        """The client is alive: a running run is not reported killed while these arrive."""
+        from tracker.services.metrics import DatabaseSink
+
+        run = self.get_object()
+        DatabaseSink().heartbeat([run.pk])
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=s.ParamsSerializer, responses=s.MapSerializer)
+    @action(detail=True, methods=["post"])
+    def params(self, request: Any, id: Any = None) -> Response:
+        """Add params (nested objects are flattened with dots); a changed value is 409."""
+        from tracker.services.runs import log_params
+
+        run = self.get_object()
+        d = _valid(s.ParamsSerializer, request.data)
+        return Response({"values": log_params(run, d["params"])})
+
+    @extend_schema(request=s.TagsSerializer, responses=s.MapSerializer)
+    @action(detail=True, methods=["post"])
+    def tags(self, request: Any, id: Any = None) -> Response:
+        """Set tags (null removes one); allowed after the run ended."""
+        from tracker.services.runs import set_tags
+
+        run = self.get_object()
+        d = _valid(s.TagsSerializer, request.data)
+        return Response({"values": set_tags(run, d["tags"])})
+
+    @extend_schema(
+        methods=["GET"],
+        parameters=[
+            OpenApiParameter("keys", str, description="Comma-separated metric keys; default: all."),
+            OpenApiParameter("max_points", int, description="At most this many points per key (extremes kept)."),
+        ],
+        responses=s.HistorySerializer,
+    )
+    @extend_schema(methods=["POST"], request=s.MetricsIngestSerializer, responses={201: s.IngestedSerializer})
+    @action(detail=True, methods=["get", "post"], pagination_class=None, filter_backends=[])
+    def metrics(self, request: Any, id: Any = None) -> Response:
+        """POST: store a batch of points in one transaction. GET: the history per key."""
+        run = self.get_object()
+        if request.method == "POST":
+            from tracker.services.metrics import DatabaseSink
+
+            d = _valid(s.MetricsIngestSerializer, request.data)
+            points = parse_points(d["points"], time.time())
+            if points:
+                DatabaseSink().write(run.pk, points, None)
+            return Response({"points": len(points)}, status=status.HTTP_201_CREATED)
+        return Response({"run": run.uid, "keys": self._history(run, request.query_params)})
+
+    def _history(self, run: Run, q: Any) -> dict[str, Any]:
+        import numpy as np
+
+        from tracker.services.metrics import read_points
+        from tracker_api.downsample import minmax_indices
+
+        keys = [k for k in q.get("keys", "").split(",") if k] or None
+        raw = q.get("max_points")
+        max_points = None
+        if raw is not None:
+            try:
+                max_points = int(raw)
+                if not 2 <= max_points <= MAX_HISTORY_POINTS:
+                    raise ValueError
+            except ValueError:
+                raise InvalidValue(f"max_points must be a whole number from 2 to {MAX_HISTORY_POINTS}, not {raw[:40]!r}.") from None
+        pts = read_points([run.pk], keys)
+        out: dict[str, Any] = {}
+        if not len(pts):
+            return out
+        key_col = pts["key"]
+        for key in dict.fromkeys(key_col.tolist()):
+            sel = pts[key_col == key]
+            count = len(sel)
+            if max_points is not None:
+                sel = sel[minmax_indices(sel["value"], max_points)]
+            values = sel["value"]
+            out[key] = {
+                "step": sel["step"].tolist(),
+                "value": np.where(np.isfinite(values), values, np.nan).astype(object).tolist(),
+                "timestamp": sel["timestamp"].tolist(),
+                "count": count,
+            }
+            # JSON has no NaN/inf: they travel as null.
+            out[key]["value"] = [None if (v != v or v in (math.inf, -math.inf)) else v for v in out[key]["value"]]
+        return out
+
+    @extend_schema(responses=s.ArtifactSerializer(many=True))
+    @action(detail=True, methods=["get"], url_path="artifacts", pagination_class=None, filter_backends=[])
+    def artifacts(self, request: Any, id: Any = None) -> Response:
+        """The run's artifacts (name, size, sha256)."""
+        run = self.get_object()
+        arts = Artifact.objects.filter(run=run).select_related("run").order_by("name")
+        return Response(s.ArtifactSerializer(arts, many=True).data)
+
+    @extend_schema(
+        methods=["GET"],
+        parameters=[OpenApiParameter("name", str, OpenApiParameter.PATH, description="Artifact name, e.g. plots/loss.png.")],
+        responses={(200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="The bytes, streamed; X-Content-SHA256 and Content-Length headers.")},
+    )
+    @extend_schema(
+        methods=["PUT"],
+        parameters=[
+            OpenApiParameter("name", str, OpenApiParameter.PATH, description="Artifact name, e.g. plots/loss.png."),
+            OpenApiParameter("overwrite", bool, description="Replace other bytes stored under this name."),
+            OpenApiParameter("X-Content-SHA256", str, OpenApiParameter.HEADER, description="The sha256 the client computed; a mismatch is refused."),
+        ],
+        request={"application/octet-stream": OpenApiTypes.BINARY},
+        responses={201: s.ArtifactSerializer},
+    )
+    @action(detail=True, methods=["get", "put"], url_path=r"artifacts/(?P<name>[^?#]+?)", body_limit="upload",
+            pagination_class=None, filter_backends=[])
+    def artifact(self, request: Any, id: Any = None, name: str = "") -> Any:
+        """GET: download the artifact, streamed. PUT: upload the request body as the artifact."""
+        from tracker.services import artifacts as core
+
+        run = self.get_object()
+        if request.method == "GET":
+            info = core.get_artifact(run, name)
+            fh = core.open_artifact(info)
+            headers = {
+                "Content-Length": str(info.size),
+                "X-Content-SHA256": info.sha256,
+                "Content-Disposition": f'attachment; filename="{_safe(name.rsplit("/", 1)[-1])}"',
+            }
+            return stream(request, file_chunks(fh), content_type="application/octet-stream", headers=headers)
+        name = core.check_artifact_name(name)
+        overwrite = request.query_params.get("overwrite", "false").lower() in ("1", "true", "yes")
+        claimed = request.headers.get("X-Content-SHA256", "").strip().lower()
+        with SpooledUpload(request, suffix=".upload") as upload:
+            if claimed and claimed != upload.sha256:
+                raise InvalidValue(
+                    f"The upload's sha256 is {upload.sha256}, not {claimed[:64]} as the client said: the "
+                    f"bytes changed on the way. Nothing was stored; send it again."
+                )
+            source = request.headers.get("X-Artifact-Source", "upload")[:500]
+            infos = core.log_artifact(run, upload.path, name=name, overwrite=overwrite, metadata={"source": source})
+        art = Artifact.objects.select_related("run").get(run=run, name=infos[0].name)
+        response = Response(s.ArtifactSerializer(art).data, status=status.HTTP_201_CREATED)
+        response["X-Content-SHA256"] = art.sha256
+        return response
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:200] or "artifact"
