@@ -73,11 +73,13 @@ class LiveServer:
     log: str
 
 
-def start_server(env: dict[str, str], *, server: str = "uvicorn", workers: int = 1, timeout: float = 60) -> LiveServer:
+def start_server(
+    env: dict[str, str], *, server: str = "uvicorn", workers: int = 1, timeout: float = 60, port: int | None = None
+) -> LiveServer:
     """Start ``python -m tracker_api.server`` in ``env`` and wait until it answers."""
     import requests
 
-    port = free_port()
+    port = port or free_port()
     log = os.path.join(env.get("TRACKER_HOME", "/tmp"), f"server-{port}.log")
     fh = open(log, "w")
     proc = subprocess.Popen(

@@ -217,6 +217,13 @@ async def start_run(
     system_metrics: bool | None = None,
 ) -> AsyncRun:
     """Awaitable :func:`tracker.start_run`; returns an :class:`AsyncRun`."""
+    from tracker_api import remote  # remote mode (issue 6): configure(server_url=...)
+
+    if remote.enabled():
+        return await remote.astart_run(  # type: ignore[return-value]
+            project, name, params=params, tags=tags, notes=notes, parent=parent, resume=resume,
+            durable=durable, system_metrics=system_metrics,
+        )
     site, execution = sync._call_site()
     active = await acall(
         "start_run", sync._start, project, name, params, tags, notes, parent, resume, durable,

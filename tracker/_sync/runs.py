@@ -743,6 +743,13 @@ def start_run(
         ParamConflict: resuming with a param that has another value.
         RunNotFound: ``parent`` or ``resume`` names no run.
     """
+    from tracker_api import remote  # remote mode (issue 6): configure(server_url=...)
+
+    if remote.enabled():
+        return remote.start_run(  # type: ignore[return-value]
+            project, name, params=params, tags=tags, notes=notes, parent=parent, resume=resume,
+            durable=durable, system_metrics=system_metrics,
+        )
     site, execution = _call_site()
     active = call(
         "start_run", _start, project, name, params, tags, notes, parent, resume, durable,

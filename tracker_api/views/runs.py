@@ -8,6 +8,7 @@ same unit of work the local flusher uses.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from typing import Any
@@ -253,6 +254,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
             OpenApiParameter("name", str, OpenApiParameter.PATH, description="Artifact name, e.g. plots/loss.png."),
             OpenApiParameter("overwrite", bool, description="Replace other bytes stored under this name."),
             OpenApiParameter("X-Content-SHA256", str, OpenApiParameter.HEADER, description="The sha256 the client computed; a mismatch is refused."),
+            OpenApiParameter("X-Artifact-Metadata", str, OpenApiParameter.HEADER, description="A JSON object stored with the artifact."),
         ],
         request={"application/octet-stream": OpenApiTypes.BINARY},
         responses={201: s.ArtifactSerializer},
@@ -282,8 +284,16 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
                     f"The upload's sha256 is {upload.sha256}, not {claimed[:64]} as the client said: the "
                     f"bytes changed on the way. Nothing was stored; send it again."
                 )
-            source = request.headers.get("X-Artifact-Source", "upload")[:500]
-            infos = core.log_artifact(run, upload.path, name=name, overwrite=overwrite, metadata={"source": source})
+            meta = {"source": request.headers.get("X-Artifact-Source", "upload")[:500]}
+            if raw_meta := request.headers.get("X-Artifact-Metadata"):
+                try:
+                    extra = json.loads(raw_meta)
+                except ValueError:
+                    extra = None
+                if not isinstance(extra, dict):
+                    raise InvalidValue("X-Artifact-Metadata must be a JSON object.")
+                meta.update(extra)
+            infos = core.log_artifact(run, upload.path, name=name, overwrite=overwrite, metadata=meta)
         art = Artifact.objects.select_related("run").get(run=run, name=infos[0].name)
         response = Response(s.ArtifactSerializer(art).data, status=status.HTTP_201_CREATED)
         response["X-Content-SHA256"] = art.sha256
