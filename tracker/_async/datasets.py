@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from tracker._dispatch import acall
 from tracker._sync import datasets as sync
-from tracker._sync.datasets import _VersionData
+from tracker._sync.datasets import _no_io, _VersionData
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,11 +36,19 @@ class AsyncDatasetVersion(_VersionData):
     """The async twin of :class:`tracker._sync.datasets.DatasetVersion`: the same attributes,
     and the same methods, awaitable (``iter_batches`` is an async iterator)."""
 
-    async def to_pandas(self, split: str | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+    async def snapshot_path(self) -> str:
+        """Awaitable :meth:`DatasetVersion.snapshot_path`."""
+        return await asyncio.to_thread(self._snapshot_path)
+
+    async def to_pandas(
+        self, split: str | None = None, columns: list[str] | None = None
+    ) -> pd.DataFrame:
         """Awaitable :meth:`DatasetVersion.to_pandas`."""
         return await asyncio.to_thread(self._to_pandas, split, columns)
 
-    async def to_arrow(self, split: str | None = None, columns: list[str] | None = None) -> pa.Table:
+    async def to_arrow(
+        self, split: str | None = None, columns: list[str] | None = None
+    ) -> pa.Table:
         """Awaitable :meth:`DatasetVersion.to_arrow`."""
         return await asyncio.to_thread(self._to_arrow, split, columns)
 
@@ -70,6 +78,7 @@ class AsyncDatasetVersion(_VersionData):
         """Awaitable :meth:`DatasetVersion.runs`."""
         return await acall("DatasetVersion.runs", sync._runs, self)
 
+    @_no_io
     def samples(self) -> QuerySet[Sample]:
         """The same lazy queryset as :meth:`DatasetVersion.samples`; iterate it with
         ``async for`` or use ``acount()`` and friends."""

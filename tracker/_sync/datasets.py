@@ -29,6 +29,12 @@ if TYPE_CHECKING:
 __all__ = ["create_dataset", "dataset_versions", "datasets", "get_dataset", "import_samples"]
 
 
+def _no_io(fn: Any) -> Any:
+    """Mark a method that does no I/O, so it stays sync on the async twin too."""
+    fn.__tracker_no_io__ = True
+    return fn
+
+
 class _VersionData:
     """Attributes and file reads shared by the sync and async handles (no database access)."""
 
@@ -118,9 +124,7 @@ class _VersionData:
             f"content {i.content_hash[:12]}>"
         )
 
-    def snapshot_path(self) -> str:
-        """Path of a local Parquet file holding this version (downloaded once if the storage
-        is remote)."""
+    def _snapshot_path(self) -> str:
         from tracker.services import dataset_files as files
 
         i = self._info
@@ -132,9 +136,11 @@ class _VersionData:
     def _to_arrow(self, split: str | None = None, columns: list[str] | None = None) -> pa.Table:
         from tracker.services import dataset_files as files
 
-        return files.read_table(self.snapshot_path(), split, self._splits(), columns)
+        return files.read_table(self._snapshot_path(), split, self._splits(), columns)
 
-    def _to_pandas(self, split: str | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+    def _to_pandas(
+        self, split: str | None = None, columns: list[str] | None = None
+    ) -> pd.DataFrame:
         return self._to_arrow(split, columns).to_pandas()
 
     def _iter_batches(
@@ -142,7 +148,9 @@ class _VersionData:
     ) -> Iterator[pd.DataFrame]:
         from tracker.services import dataset_files as files
 
-        batches = files.iter_batches(self.snapshot_path(), batch_size, split, self._splits(), columns)
+        batches = files.iter_batches(
+            self._snapshot_path(), batch_size, split, self._splits(), columns
+        )
         for batch in batches:
             yield batch.to_pandas()
 
@@ -151,7 +159,7 @@ class _VersionData:
     ) -> Path:
         from tracker.services import dataset_files as files
 
-        return files.export(self.snapshot_path(), path, format, split, self._splits())
+        return files.export(self._snapshot_path(), path, format, split, self._splits())
 
 
 class DatasetVersion(_VersionData):
@@ -161,6 +169,15 @@ class DatasetVersion(_VersionData):
     Parquet snapshot and never touches the samples table, so it returns the same rows however
     the samples were edited or deleted since.
     """
+
+    def snapshot_path(self) -> str:
+        """Path of a local Parquet file holding this version (the storage's own file, or a
+        copy downloaded and checked once when the storage is remote).
+
+        Raises:
+            StorageError: the snapshot is missing or damaged in storage.
+        """
+        return self._snapshot_path()
 
     def to_pandas(self, split: str | None = None, columns: list[str] | None = None) -> pd.DataFrame:
         """The version (or one split of it) as a DataFrame: id, split, data fields, labels.
@@ -221,6 +238,7 @@ class DatasetVersion(_VersionData):
         ``.created_at``, oldest first."""
         return call("DatasetVersion.runs", _runs, self)
 
+    @_no_io
     def samples(self) -> QuerySet[Sample]:
         """A queryset of this version's samples as they are now in the database (edited ones
         show their new data; deleted ones are absent). Lazy: no query runs until it is used."""

@@ -18,7 +18,13 @@ from tracker.exceptions import InvalidValue, StorageError
 
 # Rows per Parquet row group: reads and exports stream one group at a time.
 ROW_GROUP_ROWS = 65_536
-EXPORT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+EXPORT_FORMATS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+}
 
 
 # ------------------------------------------------------------------------- JSON rows -> Arrow
@@ -101,7 +107,9 @@ def values_array(values: list[Any]) -> Any:
 def json_text_array(values: list[Any]) -> Any:
     import pyarrow as pa
 
-    return pa.array([None if v is None else json.dumps(v, sort_keys=True) for v in values], pa.string())
+    return pa.array(
+        [None if v is None else json.dumps(v, sort_keys=True) for v in values], pa.string()
+    )
 
 
 def concat(tables: list[Any]) -> Any:
@@ -163,24 +171,38 @@ def file_sha256(path: Path) -> tuple[str, int]:
 def store_blob(path: Path) -> Any:
     """Store a file's bytes once, under their sha256, through Django's default storage.
 
-    Returns the :class:`~tracker.models.Blob` row (an existing one when the bytes are known).
+    Named like run artifacts (:func:`tracker.services.artifacts.blob_name`), so blob garbage
+    collection treats both alike. The file appears under its final name complete or not at
+    all. Returns the :class:`~tracker.models.Blob` row (the existing one for known bytes).
     """
     from django.core.files import File
-    from django.core.files.storage import default_storage
+    from django.core.files.storage import FileSystemStorage, default_storage
 
     from tracker.models import Blob
+    from tracker.services.artifacts import blob_name
 
     sha, size = file_sha256(path)
     blob = Blob.objects.filter(sha256=sha).first()
     if blob is not None and default_storage.exists(blob.storage_name):
         return blob
-    name = f"{conf.get('BLOB_PREFIX')}/{sha[:2]}/{sha}"
+    name = blob_name(sha)
     try:
         if not default_storage.exists(name):
-            with open(path, "rb") as fh:
-                saved = default_storage.save(name, File(fh, name=sha))
-            if saved != name:  # another process stored the same bytes a moment ago
-                default_storage.delete(saved)
+            if isinstance(default_storage, FileSystemStorage):
+                final = default_storage.path(name)
+                os.makedirs(os.path.dirname(final), exist_ok=True)
+                part = f"{final}.{os.getpid()}.part"
+                shutil.copyfile(path, part)
+                os.replace(part, final)
+            else:  # object stores make an object visible only once it is complete
+                with open(path, "rb") as fh:
+                    saved = default_storage.save(name, File(fh, name=sha))
+                if saved != name:
+                    default_storage.delete(saved)
+                    raise StorageError(
+                        f"The storage saved blob {name!r} under another name ({saved!r}); "
+                        f"tracker needs a storage that keeps the names it is given."
+                    )
     except OSError as exc:
         raise StorageError(
             f"Storing the dataset snapshot in Django's storage failed ({exc}). Check that the "
@@ -190,6 +212,9 @@ def store_blob(path: Path) -> Any:
         blob, _ = Blob.objects.get_or_create(
             sha256=sha, defaults={"size": size, "storage_name": name}
         )
+    if blob.storage_name != name and not default_storage.exists(blob.storage_name):
+        Blob.objects.filter(pk=sha).update(storage_name=name)
+        blob.storage_name = name
     return blob
 
 
@@ -228,7 +253,9 @@ def local_path(storage_name: str, sha256: str, label: str) -> str:
             shutil.copyfileobj(src, dst, 1 << 20)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise StorageError(f"Reading the snapshot of {label} from storage failed ({exc}).") from None
+        raise StorageError(
+            f"Reading the snapshot of {label} from storage failed ({exc})."
+        ) from None
     if file_sha256(tmp)[0] != sha256:
         tmp.unlink(missing_ok=True)
         raise StorageError(
@@ -248,13 +275,17 @@ def _split_filter(split: str | None, splits: Sequence[str]) -> Any:
             f"or create a version with splits={{'train': 0.8, ...}}."
         )
     if split not in splits:
-        raise InvalidValue(f"There is no split {split!r}; this version has {', '.join(map(repr, splits))}.")
+        raise InvalidValue(
+            f"There is no split {split!r}; this version has {', '.join(map(repr, splits))}."
+        )
     import pyarrow.compute as pc
 
     return pc.field("split") == split
 
 
-def read_table(path: str, split: str | None, splits: Sequence[str], columns: list[str] | None = None) -> Any:
+def read_table(
+    path: str, split: str | None, splits: Sequence[str], columns: list[str] | None = None
+) -> Any:
     import pyarrow.parquet as pq
 
     expr = _split_filter(split, splits)

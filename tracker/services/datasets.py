@@ -9,34 +9,32 @@ reader only sees ``ready`` versions; ``building`` ones left by a crash are remov
 
 from __future__ import annotations
 
-import bisect
 import datetime as _dt
-import hashlib
-import json
+import logging
 import math
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection, transaction
-from django.db.models import Count, Max, Q, TextField
-from django.db.models.functions import Cast
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Count, Max, Q
 from django.db.models.query import QuerySet
 from django.utils import timezone
 
 from tracker.exceptions import DatasetNotFound, InvalidValue, RunNotFound
 from tracker.models import Dataset, DatasetItem, DatasetVersion, Project, Run, RunInput, Sample
+from tracker.services import dataset_build as build
 from tracker.services import dataset_files as files
+from tracker.services.imports import no_gc, sqlite_bulk
 from tracker.services.projects import get_project
+
+logger = logging.getLogger(__name__)
 
 CHUNK = 50_000
 MAX_NAME = 200
 MAX_SPLIT_NAME = 64
 # A version still "building" after this long was left by a crashed process.
 STALE_BUILDING = _dt.timedelta(hours=1)
-RESERVED_COLUMNS = ("id", "split", "metadata", "media", "media_uri")
-LABEL_PREFIX = "label."
 
 
 @dataclass(frozen=True)
@@ -126,7 +124,9 @@ def _check_splits(splits: Any) -> dict[str, float]:
             or not math.isfinite(frac)
             or not 0 < frac <= 1
         ):
-            raise InvalidValue(f"The fraction of split {name!r} must be a number in (0, 1], not {frac!r}.")
+            raise InvalidValue(
+                f"The fraction of split {name!r} must be a number in (0, 1], not {frac!r}."
+            )
         out[name] = float(frac)
     total = sum(out.values())
     if abs(total - 1) > 1e-6:
@@ -136,114 +136,18 @@ def _check_splits(splits: Any) -> dict[str, float]:
     return out
 
 
-# ------------------------------------------------------------------------------ split rules
-
-
-def unit_hash(seed: int, external_id: str) -> float:
-    """A number in [0, 1) fixed by (seed, sample id): the sample's place in the split ranges."""
-    digest = hashlib.blake2b(f"{seed}\x00{external_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64
-
-
-class _Splitter:
-    """Assigns splits from a hash of (seed, sample id), so a sample keeps its split whatever
-    else is added or removed. Ranges are laid out in sorted name order, so the order of the
-    ``splits`` dict does not matter."""
-
-    def __init__(self, splits: Mapping[str, float], seed: int) -> None:
-        self.names = sorted(splits)
-        self.fractions = [splits[n] for n in self.names]
-        self.seed = seed
-        edges, acc = [], 0.0
-        for f in self.fractions[:-1]:
-            acc += f
-            edges.append(acc)
-        self.edges = edges
-
-    def plain(self, ids: list[str]) -> list[str]:
-        names, edges, seed = self.names, self.edges, self.seed
-        return [names[bisect.bisect_right(edges, unit_hash(seed, eid))] for eid in ids]
-
-    def stratified(self, ids: list[str], strata: list[Any], previous: Mapping[str, str]) -> list[str]:
-        """Per stratum, samples already in the previous version keep their split; new ones go,
-        in hash order, to the split furthest below its share of that stratum."""
-        out: list[str | None] = [None] * len(ids)
-        groups: dict[Any, list[int]] = {}
-        for i, key in enumerate(strata):
-            groups.setdefault(key, []).append(i)
-        names, fractions, seed = self.names, self.fractions, self.seed
-        for members in groups.values():
-            counts = Counter()
-            fresh = []
-            for i in members:
-                old = previous.get(ids[i])
-                if old in names:
-                    out[i] = old
-                    counts[old] += 1
-                else:
-                    fresh.append(i)
-            fresh.sort(key=lambda i: unit_hash(seed, ids[i]))
-            assigned = sum(counts.values())
-            for i in fresh:
-                assigned += 1
-                best = max(
-                    range(len(names)), key=lambda k: (fractions[k] * assigned - counts[names[k]], -k)
-                )
-                out[i] = names[best]
-                counts[names[best]] += 1
-        return out  # type: ignore[return-value]
-
-
 # --------------------------------------------------------------------------- sample sources
 
 
-def _sample_chunks(samples: Any) -> Iterator[list[tuple]]:
-    """Rows (pk, external_id, data text, metadata text, media, media_uri) in chunks.
-
-    A queryset is read with one statement (one consistent snapshot of the rows); a list of
-    samples is read by primary key in batches.
-    """
-    fields = ("pk", "external_id", "data_text", "meta_text", "media", "media_uri")
-    # Read JSON as its text: no json.loads per row, and the text is what the row hash covers.
-    base = Sample.objects.annotate(
-        data_text=Cast("data", TextField()), meta_text=Cast("metadata", TextField())
-    ).order_by()
-    if isinstance(samples, QuerySet):
-        if samples.query.combinator:
-            pks = list(samples.values_list("pk", flat=True))
-        else:
-            qs = base.filter(pk__in=samples.values("pk")).values_list(*fields)
-            chunk: list[tuple] = []
-            for row in qs.iterator(chunk_size=5000):
-                chunk.append(row)
-                if len(chunk) >= CHUNK:
-                    yield chunk
-                    chunk = []
-            if chunk:
-                yield chunk
-            return
-    else:
-        pks = samples
-    step = 900 if connection.vendor == "sqlite" else 10_000
-    chunk = []
-    for start in range(0, len(pks), step):
-        chunk.extend(base.filter(pk__in=pks[start : start + step]).values_list(*fields))
-        if len(chunk) >= CHUNK:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def _as_sample_source(samples: Any) -> tuple[Any, Any]:
-    """(what _sample_chunks reads, a queryset of the samples for project checks)."""
+def _as_sample_source(samples: Any) -> QuerySet[Sample] | list[int]:
+    """A queryset of Sample as it is, or the sorted primary keys of a list of samples."""
     if isinstance(samples, QuerySet):
         if not issubclass(samples.model, Sample):
             raise InvalidValue(
                 f"create_dataset() needs samples: a queryset of Sample, not of "
                 f"{samples.model.__name__}. Use Sample.objects.filter(...)."
             )
-        return samples, samples
+        return samples
     if isinstance(samples, Sample):
         samples = [samples]
     if isinstance(samples, (str, bytes, Mapping)) or not isinstance(samples, Iterable):
@@ -262,10 +166,11 @@ def _as_sample_source(samples: Any) -> tuple[Any, Any]:
         if s.pk is None:
             raise InvalidValue(f"Sample {s.external_id!r} (item {i}) is not saved; save it first.")
         pks.append(s.pk)
-    return sorted(set(pks)), None
+    return sorted(set(pks))
 
 
-def _project_of(samples: Any, qs: Any, project: Any) -> Project:
+def _project_of(samples: QuerySet[Sample] | list[int], project: Any) -> Project:
+    """The one project the samples belong to (checked against ``project`` if given)."""
     if isinstance(samples, list):
         step = 900
         ids: set[int] = set()
@@ -277,7 +182,10 @@ def _project_of(samples: Any, qs: Any, project: Any) -> Project:
             )
     else:
         ids = set(
-            Sample.objects.filter(pk__in=qs.values("pk")).order_by().values_list("project_id", flat=True).distinct()
+            Sample.objects.filter(pk__in=samples.values("pk"))
+            .order_by()
+            .values_list("project_id", flat=True)
+            .distinct()
         )
     if not ids:
         raise InvalidValue(
@@ -301,201 +209,35 @@ def _project_of(samples: Any, qs: Any, project: Any) -> Project:
     return owner
 
 
-# -------------------------------------------------------------------------------- labels
-
-
-def _labels_for(project: Project, pks: list[int]) -> dict[int, dict[str, Any]] | None:
-    """Final labels per sample from the annotation module, or None when it is not available."""
-    try:
-        from tracker.services.labeling import resolved_labels
-    except ImportError as exc:
-        if exc.name not in ("tracker.services.labeling", None):
-            raise  # a real error inside the labeling module must not be hidden
-        return None
-    return resolved_labels(project, pks) or {}
-
-
-# ------------------------------------------------------------------------------ the build
-
-
-@dataclass
-class _Frozen:
-    table: Any  # Arrow table: id, split?, data fields..., sorted by id
-    pks: list[int]
-    ids: list[str]
-    splits: list[str]
-    row_hashes: list[str]
-    content_hash: str
-    schema: dict[str, Any]
-    counts: dict[str, int] = field(default_factory=dict)
-
-
-def _build(
-    samples: Any,
-    project: Project,
-    splits: dict[str, float],
-    seed: int,
-    stratify_by: str | None,
-    previous: DatasetVersion | None,
-    progress: Any,
-) -> _Frozen:
-    import pyarrow as pa
-
-    pks: list[int] = []
-    ids: list[str] = []
-    hashes: list[str] = []
-    data_tables = []
-    meta: list[Any] = []
-    media: list[str | None] = []
-    uris: list[str | None] = []
-    labels: list[dict[str, Any]] = []
-    labels_known = True
-    for chunk in _sample_chunks(samples):
-        chunk_pks = [r[0] for r in chunk]
-        found = _labels_for(project, chunk_pks)
-        if found is None:
-            labels_known = False
-            found = {}
-        for pk, eid, data, mtext, mfile, muri in chunk:
-            lab = found.get(pk) or {}
-            ltext = json.dumps(lab, sort_keys=True, default=str) if lab else ""
-            h = hashlib.blake2b(digest_size=16)
-            h.update("\x1e".join((data, mtext, mfile, muri, ltext)).encode())
-            hashes.append(h.hexdigest())
-            pks.append(pk)
-            ids.append(eid)
-            meta.append(mtext if mtext not in ("{}", "") else None)
-            media.append(mfile or None)
-            uris.append(muri or None)
-            labels.append(lab)
-        data_tables.append(files.json_texts_table([r[2] for r in chunk]))
-        progress.update(len(chunk))
-    data = files.concat(data_tables)
-    del data_tables
-    n = len(ids)
-
-    columns: dict[str, Any] = {"id": pa.array(ids, pa.string())}
-    renamed = {}
-    label_table = None
-    if any(labels):
-        label_table = files.records_table(labels, prefix=LABEL_PREFIX)
-    taken = set(RESERVED_COLUMNS) | set(label_table.column_names if label_table is not None else ())
-    data_cols = {}
-    for name, col in zip(data.column_names, data.columns):
-        out = name
-        if name in taken or name.startswith(LABEL_PREFIX):
-            out = f"data.{name}"
-            renamed[name] = out
-        data_cols[out] = col
-    strata = None
-    if stratify_by:
-        strata = _strata(stratify_by, data, label_table, n)
-    split_names: list[str] = [""] * n
-    if splits:
-        splitter = _Splitter(splits, seed)
-        if strata is None:
-            split_names = splitter.plain(ids)
-        else:
-            split_names = splitter.stratified(ids, strata, _previous_splits(previous))
-        columns["split"] = pa.array(split_names, pa.string())
-    columns.update(data_cols)
-    if any(m is not None for m in meta):
-        columns["metadata"] = files.values_array([None if m is None else json.loads(m) for m in meta])
-    if any(media):
-        columns["media"] = pa.array(media, pa.string())
-    if any(uris):
-        columns["media_uri"] = pa.array(uris, pa.string())
-    if label_table is not None:
-        for name, col in zip(label_table.column_names, label_table.columns):
-            columns[name] = col
-    table = pa.table(columns) if n else pa.table({"id": pa.array([], pa.string())})
-    order = _sort_order(table)
-    table = table.take(order)
-    order_list = order.to_pylist()
-    pks = [pks[i] for i in order_list]
-    ids = [ids[i] for i in order_list]
-    split_names = [split_names[i] for i in order_list]
-    hashes = [hashes[i] for i in order_list]
-
-    digest = hashlib.sha256()
-    digest.update(json.dumps({"splits": splits, "seed": seed, "stratify_by": stratify_by or ""}, sort_keys=True).encode())
-    for start in range(0, n, CHUNK):
-        digest.update(
-            "".join(
-                f"{eid}\t{sp}\t{rh}\n"
-                for eid, sp, rh in zip(ids[start : start + CHUNK], split_names[start : start + CHUNK], hashes[start : start + CHUNK])
-            ).encode()
-        )
-    schema = {
-        "columns": [{"name": f.name, "type": str(f.type)} for f in table.schema],
-        "renamed": renamed,
-        "labels": sorted(c[len(LABEL_PREFIX):] for c in table.column_names if c.startswith(LABEL_PREFIX)),
-        "labels_frozen": labels_known,
-    }
-    counts = dict(sorted(Counter(split_names).items())) if splits else {}
-    return _Frozen(table, pks, ids, split_names, hashes, digest.hexdigest(), schema, counts)
-
-
-def _sort_order(table: Any) -> Any:
-    import pyarrow.compute as pc
-
-    return pc.sort_indices(table.column("id"))
-
-
-def _strata(stratify_by: str, data: Any, labels: Any, n: int) -> list[Any]:
-    col = None
-    names = [stratify_by]
-    if not stratify_by.startswith(LABEL_PREFIX):
-        names.append(LABEL_PREFIX + stratify_by)
-    if labels is not None:
-        for name in names:
-            if name in labels.column_names:
-                col = labels.column(name)
-                break
-    if col is None and stratify_by in data.column_names:
-        col = data.column(stratify_by)
-    if col is None:
-        fields = ", ".join(map(repr, data.column_names[:20])) or "none"
-        tasks = ", ".join(c[len(LABEL_PREFIX):] for c in (labels.column_names if labels is not None else [])) or "none"
-        raise InvalidValue(
-            f"stratify_by={stratify_by!r} is neither a data field nor a labelled task of these "
-            f"samples (data fields: {fields}; tasks with labels: {tasks})."
-        )
-    values = col.to_pylist()
-    return [v if isinstance(v, (str, int, float, bool, type(None))) else json.dumps(v, sort_keys=True) for v in values]
-
-
-def _previous_splits(previous: DatasetVersion | None) -> dict[str, str]:
-    if previous is None:
-        return {}
-    return dict(DatasetItem.objects.filter(version=previous).values_list("external_id", "split").iterator(chunk_size=CHUNK))
-
-
-def _write_items(version: DatasetVersion, frozen: _Frozen) -> None:
+def _write_items(version: DatasetVersion, frozen: build.Frozen) -> None:
     """Membership rows, one short transaction per chunk so other writers are not held up."""
     table = DatasetItem._meta.db_table
-    cols = ("version_id", "sample_id", "external_id", "split", "row_hash")
+    cols = "version_id, sample_id, external_id, split, row_hash"
     vid = version.pk
-    for start in range(0, len(frozen.ids), CHUNK):
-        stop = start + CHUNK
-        rows = zip(
-            [vid] * (min(stop, len(frozen.ids)) - start),
-            frozen.pks[start:stop],
-            frozen.ids[start:stop],
-            frozen.splits[start:stop],
-            frozen.row_hashes[start:stop],
-        )
-        with transaction.atomic(), connection.cursor() as cur:
-            if connection.vendor == "postgresql":
-                with cur.cursor.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
-            else:
-                marks = ", ".join(["%s"] * len(cols))
-                cur.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks})", list(rows))
+    total = len(frozen.ids)
+    with sqlite_bulk():
+        for start in range(0, total, CHUNK):
+            stop = min(start + CHUNK, total)
+            rows = zip(
+                [vid] * (stop - start),
+                frozen.pks[start:stop],
+                frozen.ids[start:stop],
+                frozen.splits[start:stop],
+                frozen.row_hashes[start:stop],
+            )
+            with transaction.atomic(), connection.cursor() as cur:
+                if connection.vendor == "postgresql":
+                    with cur.cursor.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
+                        for row in rows:
+                            copy.write_row(row)
+                else:
+                    sql = f"INSERT INTO {table} ({cols}) VALUES (%s, %s, %s, %s, %s)"
+                    cur.executemany(sql, list(rows))
 
 
-def cleanup_stale_versions(dataset: Dataset | None = None, older_than: _dt.timedelta = STALE_BUILDING) -> int:
+def cleanup_stale_versions(
+    dataset: Dataset | None = None, older_than: _dt.timedelta = STALE_BUILDING
+) -> int:
     """Delete versions left in state ``building`` by a crashed process; returns how many."""
     qs = DatasetVersion.objects.filter(
         state=DatasetVersion.State.BUILDING, created_at__lt=timezone.now() - older_than
@@ -518,7 +260,9 @@ def _progress(total: int | None, name: str, enabled: bool | None) -> Any:
 
     if enabled is None:
         enabled = bool(conf.get("PROGRESS")) and (total is None or total >= 100_000)
-    return tqdm(total=total, desc=f"freeze {name}", unit=" samples", disable=not enabled, leave=False)
+    return tqdm(
+        total=total, desc=f"freeze {name}", unit=" samples", disable=not enabled, leave=False
+    )
 
 
 def create_dataset(
@@ -544,20 +288,23 @@ def create_dataset(
             raise InvalidValue("stratify_by needs splits: pass splits={'train': 0.8, ...} as well.")
     if not isinstance(description, str):
         raise InvalidValue(f"description must be a string, not {type(description).__name__}.")
-    source, qs = _as_sample_source(samples)
-    owner = _project_of(source, qs, project)
+    source = _as_sample_source(samples)
+    owner = _project_of(source, project)
     dataset, _ = Dataset.objects.get_or_create(project=owner, name=name)
     cleanup_stale_versions(dataset)
     latest = _ready_versions().filter(dataset=dataset).order_by("-version").first()
     config_same = latest is not None and (
-        latest.splits == split_spec and latest.seed == seed and latest.stratify_by == (stratify_by or "")
+        latest.splits == split_spec
+        and latest.seed == seed
+        and latest.stratify_by == (stratify_by or "")
     )
     total = len(source) if isinstance(source, list) else source.count()
     bar = _progress(total, name, progress)
     try:
-        frozen = _build(
-            source, owner, split_spec, seed, stratify_by, latest if config_same else None, bar
-        )
+        with no_gc():
+            frozen = build.freeze(
+                source, owner, split_spec, seed, stratify_by, latest if config_same else None, bar
+            )
     finally:
         bar.close()
     if latest is not None and latest.content_hash == frozen.content_hash:
@@ -569,7 +316,8 @@ def create_dataset(
         path.unlink(missing_ok=True)
     version = _allocate(dataset, frozen, split_spec, seed, stratify_by, description, blob)
     try:
-        _write_items(version, frozen)
+        with no_gc():
+            _write_items(version, frozen)
         with transaction.atomic():
             newest = (
                 DatasetVersion.objects.select_for_update()
@@ -590,7 +338,7 @@ def create_dataset(
 
 def _allocate(
     dataset: Dataset,
-    frozen: _Frozen,
+    frozen: build.Frozen,
     splits: dict[str, float],
     seed: int,
     stratify_by: str | None,
@@ -618,12 +366,16 @@ def _allocate(
 
 
 def _discard(version: DatasetVersion) -> None:
+    """Remove a version that will not be finished; if that fails too, the stale-version
+    cleanup removes it later (it is invisible meanwhile)."""
     try:
         with transaction.atomic():
             DatasetItem.objects.filter(version_id=version.pk).delete()
-            DatasetVersion.objects.filter(pk=version.pk, state=DatasetVersion.State.BUILDING).delete()
-    except Exception:  # pragma: no cover - cleanup_stale_versions removes it later
-        pass
+            DatasetVersion.objects.filter(
+                pk=version.pk, state=DatasetVersion.State.BUILDING
+            ).delete()
+    except DatabaseError:
+        logger.warning("Could not remove unfinished dataset version %s", version.pk, exc_info=True)
 
 
 # -------------------------------------------------------------------------------- reading
@@ -663,7 +415,9 @@ def _find_dataset(name: str, project: str | Project | None) -> Dataset:
     return found[0]
 
 
-def get_dataset(name: str, version: int | None = None, project: str | Project | None = None) -> VersionInfo:
+def get_dataset(
+    name: str, version: int | None = None, project: str | Project | None = None
+) -> VersionInfo:
     """Version ``version`` (default: the latest) of dataset ``name``."""
     dataset = _find_dataset(name, project)
     qs = _ready_versions().filter(dataset=dataset)
@@ -673,7 +427,9 @@ def get_dataset(name: str, version: int | None = None, project: str | Project | 
             raise DatasetNotFound(f"Dataset {name!r} has no finished version yet.")
         return version_info(found)
     if isinstance(version, bool) or not isinstance(version, int):
-        raise InvalidValue(f"version must be an integer like 3, or None for the latest, not {version!r}.")
+        raise InvalidValue(
+            f"version must be an integer like 3, or None for the latest, not {version!r}."
+        )
     found = qs.filter(version=version).first()
     if found is None:
         have = list(qs.order_by("version").values_list("version", flat=True))
@@ -717,7 +473,17 @@ def list_datasets(project: str | Project | None = None) -> Any:
                 "description": (v.description if v and v.description else d.description),
             }
         )
-    columns = ["project", "name", "latest_version", "versions", "samples", "splits", "content_hash", "created_at", "description"]
+    columns = [
+        "project",
+        "name",
+        "latest_version",
+        "versions",
+        "samples",
+        "splits",
+        "content_hash",
+        "created_at",
+        "description",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -743,7 +509,18 @@ def list_versions(name: str, project: str | Project | None = None) -> Any:
         }
         for v in qs
     ]
-    return pd.DataFrame(rows, columns=["version", "samples", "splits", "content_hash", "runs", "created_at", "description"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "version",
+            "samples",
+            "splits",
+            "content_hash",
+            "runs",
+            "created_at",
+            "description",
+        ],
+    )
 
 
 @dataclass(frozen=True)
@@ -769,7 +546,11 @@ class DatasetDiff:
         """One row per differing sample: id and change (added, removed, changed, moved)."""
         import pandas as pd
 
-        rows = [(i, kind) for kind in ("added", "removed", "changed", "moved") for i in getattr(self, kind)]
+        rows = [
+            (i, kind)
+            for kind in ("added", "removed", "changed", "moved")
+            for i in getattr(self, kind)
+        ]
         return pd.DataFrame(rows, columns=["id", "change"])
 
     def __repr__(self) -> str:
@@ -785,7 +566,9 @@ def diff_versions(old_id: int, new_id: int) -> DatasetDiff:
     old, new = get_version(old_id), get_version(new_id)
 
     def items(pk: int) -> dict[str, tuple[str, str]]:
-        rows = DatasetItem.objects.filter(version_id=pk).values_list("external_id", "row_hash", "split")
+        rows = DatasetItem.objects.filter(version_id=pk).values_list(
+            "external_id", "row_hash", "split"
+        )
         return {eid: (rh, sp) for eid, rh, sp in rows.iterator(chunk_size=CHUNK)}
 
     a, b = items(old.id), items(new.id)
@@ -800,7 +583,7 @@ def diff_versions(old_id: int, new_id: int) -> DatasetDiff:
             moved.append(eid)
         if ha == hb and sa == sb:
             same += 1
-    label = lambda v: f"{v.name} v{v.version}"  # noqa: E731
+    label = lambda v: f"{v.name} v{v.version}"
     return DatasetDiff(label(old), label(new), added, removed, changed, moved, same)
 
 
@@ -849,7 +632,9 @@ def _version_pk(version: Any) -> int:
 def use_dataset(run: Any, version: Any, context: str = "train") -> RunInput:
     """Record that ``run`` used ``version`` in ``context`` ("train", "eval", ...); idempotent."""
     if not isinstance(context, str) or not context.strip() or len(context) > 64:
-        raise InvalidValue(f"context must be a short non-empty string like 'train', not {context!r}.")
+        raise InvalidValue(
+            f"context must be a short non-empty string like 'train', not {context!r}."
+        )
     run_obj = _run_model(run)
     pk = _version_pk(version)
     if not DatasetVersion.objects.filter(pk=pk, state=DatasetVersion.State.READY).exists():

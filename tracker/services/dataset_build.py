@@ -1,0 +1,307 @@
+"""Freezing samples into a version's table: reading them in bulk, their final labels, split
+assignment by hash, row hashes and the content hash."""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import connection
+from django.db.models import TextField
+from django.db.models.functions import Cast
+from django.db.models.query import QuerySet
+
+from tracker.exceptions import InvalidValue
+from tracker.models import AnnotationTask, DatasetItem, DatasetVersion, Project, Sample
+from tracker.services import dataset_files as files
+
+CHUNK = 50_000
+RESERVED_COLUMNS = ("id", "split", "metadata", "media", "media_uri")
+LABEL_PREFIX = "label."
+
+
+# ------------------------------------------------------------------------------ split rules
+
+
+def unit_hash(seed: int, external_id: str) -> float:
+    """A number in [0, 1) fixed by (seed, sample id): the sample's place in the split ranges."""
+    digest = hashlib.blake2b(f"{seed}\x00{external_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+class Splitter:
+    """Assigns splits from a hash of (seed, sample id), so a sample keeps its split whatever
+    else is added or removed. The ranges are laid out in sorted name order, so the order of
+    the ``splits`` dict does not matter."""
+
+    def __init__(self, splits: Mapping[str, float], seed: int) -> None:
+        self.names = sorted(splits)
+        self.fractions = [splits[n] for n in self.names]
+        self.seed = seed
+        edges, acc = [], 0.0
+        for f in self.fractions[:-1]:
+            acc += f
+            edges.append(acc)
+        # The same edges as 8-byte big-endian numbers: comparing digests as bytes then orders
+        # them exactly as unit_hash() would, without a float per sample.
+        self._edges = [min(int(e * 2**64), 2**64 - 1).to_bytes(8, "big") for e in edges]
+
+    def plain(self, ids: list[str]) -> list[str]:
+        names, edges = self.names, self._edges
+        prefix = f"{self.seed}\x00".encode()
+        blake, right = hashlib.blake2b, bisect.bisect_right
+        return [
+            names[right(edges, blake(prefix + eid.encode(), digest_size=8).digest())] for eid in ids
+        ]
+
+    def stratified(
+        self, ids: list[str], strata: list[Any], previous: Mapping[str, str]
+    ) -> list[str]:
+        """Per stratum, samples of the previous version keep their split; new ones go, in hash
+        order, to the split furthest below its share of that stratum."""
+        out: list[str] = [""] * len(ids)
+        groups: dict[Any, list[int]] = {}
+        for i, key in enumerate(strata):
+            groups.setdefault(key, []).append(i)
+        names, fractions, seed = self.names, self.fractions, self.seed
+        for members in groups.values():
+            counts: Counter[str] = Counter()
+            fresh = []
+            for i in members:
+                old = previous.get(ids[i])
+                if old in names:
+                    out[i] = old  # type: ignore[assignment]
+                    counts[old] += 1  # type: ignore[index]
+                else:
+                    fresh.append(i)
+            fresh.sort(key=lambda i: unit_hash(seed, ids[i]))
+            assigned = sum(counts.values())
+            for i in fresh:
+                assigned += 1
+                best = max(
+                    range(len(names)),
+                    key=lambda k: (fractions[k] * assigned - counts[names[k]], -k),
+                )
+                out[i] = names[best]
+                counts[names[best]] += 1
+        return out
+
+
+# --------------------------------------------------------------------------- reading samples
+
+
+def _rows_query(qs: QuerySet) -> QuerySet:
+    # JSON is read as its text: no json.loads per row, and the text is what the row hash covers.
+    return (
+        qs.annotate(data_text=Cast("data", TextField()), meta_text=Cast("metadata", TextField()))
+        .order_by()
+        .values_list("pk", "external_id", "data_text", "meta_text", "media", "media_uri")
+    )
+
+
+def sample_chunks(samples: QuerySet | list[int]) -> Iterator[list[tuple]]:
+    """Rows (pk, external_id, data text, metadata text, media, media_uri) in chunks.
+
+    A queryset is read with one statement, so the rows come from one consistent state of the
+    database; a list of primary keys is read in batches.
+    """
+    if isinstance(samples, QuerySet):
+        if samples.query.combinator:  # union() & co cannot be used as a subquery
+            samples = list(samples.values_list("pk", flat=True))
+        else:
+            query = _rows_query(Sample.objects.filter(pk__in=samples.values("pk")))
+            sql, params = query.query.sql_with_params()
+            # chunked_cursor: a server-side cursor on PostgreSQL, so 1M rows are not held at once.
+            with connection.chunked_cursor() as cur:
+                cur.execute(sql, params)
+                while rows := cur.fetchmany(CHUNK):
+                    yield rows
+            return
+    step = 900 if connection.vendor == "sqlite" else 10_000
+    chunk: list[tuple] = []
+    for start in range(0, len(samples), step):
+        chunk.extend(_rows_query(Sample.objects.filter(pk__in=samples[start : start + step])))
+        if len(chunk) >= CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def labels_for(project: Project, pks: list[int]) -> dict[int, dict[str, Any]] | None:
+    """Final labels per sample from the annotation module, or None when it is not installed."""
+    try:
+        from tracker.services.labeling import resolved_labels
+    except ImportError as exc:
+        if exc.name not in ("tracker.services.labeling", None):
+            raise  # a real error inside the labeling module must not be hidden
+        return None
+    return resolved_labels(project, pks) or {}
+
+
+def has_tasks(project: Project) -> bool:
+    """Whether the project has annotation tasks at all (no tasks: no labels to look up)."""
+    return AnnotationTask.objects.filter(project=project).exists()
+
+
+# ---------------------------------------------------------------------------------- freezing
+
+
+@dataclass
+class Frozen:
+    """A version's content before it is stored: the table and the membership rows."""
+
+    table: Any  # Arrow: id, split (with splits), data fields, metadata, media, label.<task>
+    pks: list[int]
+    ids: list[str]
+    splits: list[str]
+    row_hashes: list[str]
+    content_hash: str
+    schema: dict[str, Any]
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def freeze(
+    samples: QuerySet | list[int],
+    project: Project,
+    splits: dict[str, float],
+    seed: int,
+    stratify_by: str | None,
+    previous: DatasetVersion | None,
+    progress: Any,
+) -> Frozen:
+    """Read the samples once and build everything a version stores, sorted by sample id.
+
+    ``previous`` is the latest version made with the same splits, seed and stratify_by:
+    with stratify_by, its samples keep their split.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    pks: list[int] = []
+    ids: list[str] = []
+    hashes: list[str] = []
+    tables = []
+    meta: list[str | None] = []
+    media: list[str | None] = []
+    uris: list[str | None] = []
+    labels: list[dict[str, Any]] = []
+    labels_known = True
+    tasks = has_tasks(project)
+    blake = hashlib.blake2b
+    for chunk in sample_chunks(samples):
+        cpks, cids, cdata, cmeta, cmedia, curis = (list(c) for c in zip(*chunk))
+        found = labels_for(project, cpks) if tasks else {}
+        if found is None:
+            labels_known = False
+            found = {}
+        if found:
+            clabels = [found.get(pk) or {} for pk in cpks]
+            ltexts = [json.dumps(lab, sort_keys=True, default=str) if lab else "" for lab in clabels]
+        else:
+            clabels = [{}] * len(cpks)
+            ltexts = [""] * len(cpks)
+        hashes += [
+            blake("\x1e".join(row).encode(), digest_size=16).hexdigest()
+            for row in zip(cdata, cmeta, cmedia, curis, ltexts)
+        ]
+        pks += cpks
+        ids += cids
+        meta += [None if m in ("{}", "") else m for m in cmeta]
+        media += [m or None for m in cmedia]
+        uris += [u or None for u in curis]
+        labels += clabels
+        tables.append(files.json_texts_table(cdata))
+        progress.update(len(chunk))
+    data = files.concat(tables)
+    del tables
+    n = len(ids)
+
+    label_table = files.records_table(labels, prefix=LABEL_PREFIX) if any(labels) else None
+    label_names = label_table.column_names if label_table is not None else []
+    taken = set(RESERVED_COLUMNS) | set(label_names)
+    renamed: dict[str, str] = {}
+    columns: dict[str, Any] = {"id": pa.array(ids, pa.string())}
+    split_names = [""] * n
+    if splits:
+        splitter = Splitter(splits, seed)
+        if stratify_by:
+            strata = _strata(stratify_by, data, label_table)
+            split_names = splitter.stratified(ids, strata, _previous_splits(previous))
+        else:
+            split_names = splitter.plain(ids)
+        columns["split"] = pa.array(split_names, pa.string())
+    for name, col in zip(data.column_names, data.columns):
+        out = name
+        if name in taken or name.startswith(LABEL_PREFIX):
+            out = renamed[name] = f"data.{name}"
+        columns[out] = col
+    if any(m is not None for m in meta):
+        columns["metadata"] = files.values_array(
+            [None if m is None else json.loads(m) for m in meta]
+        )
+    if any(media):
+        columns["media"] = pa.array(media, pa.string())
+    if any(uris):
+        columns["media_uri"] = pa.array(uris, pa.string())
+    for name in label_names:
+        columns[name] = label_table.column(name)  # type: ignore[union-attr]
+    table = pa.table(columns)
+    order = pc.sort_indices(table.column("id"))
+    table = table.take(order)
+    order_list = order.to_pylist()
+    pks = [pks[i] for i in order_list]
+    ids = [ids[i] for i in order_list]
+    split_names = [split_names[i] for i in order_list]
+    hashes = [hashes[i] for i in order_list]
+
+    digest = hashlib.sha256()
+    spec = {"splits": splits, "seed": seed, "stratify_by": stratify_by or ""}
+    digest.update(json.dumps(spec, sort_keys=True).encode())
+    for start in range(0, n, CHUNK):
+        stop = start + CHUNK
+        rows = zip(ids[start:stop], split_names[start:stop], hashes[start:stop])
+        digest.update("".join(f"{e}\t{s}\t{h}\n" for e, s, h in rows).encode())
+    schema = {
+        "columns": [{"name": f.name, "type": str(f.type)} for f in table.schema],
+        "renamed": renamed,
+        "labels": [c[len(LABEL_PREFIX) :] for c in label_names],
+        # False when the annotation module was not available: labels could not be frozen.
+        "labels_frozen": labels_known,
+    }
+    counts = dict(sorted(Counter(split_names).items())) if splits else {}
+    return Frozen(table, pks, ids, split_names, hashes, digest.hexdigest(), schema, counts)
+
+
+def _strata(stratify_by: str, data: Any, labels: Any) -> list[Any]:
+    """The stratum of each row: a label (``label.<task>`` or the task's name) or a data field."""
+    col = None
+    if labels is not None:
+        for name in (stratify_by, LABEL_PREFIX + stratify_by):
+            if name in labels.column_names:
+                col = labels.column(name)
+                break
+    if col is None and stratify_by in data.column_names:
+        col = data.column(stratify_by)
+    if col is None:
+        fields = ", ".join(map(repr, data.column_names[:20])) or "none"
+        names = labels.column_names if labels is not None else []
+        tasks = ", ".join(repr(c[len(LABEL_PREFIX) :]) for c in names) or "none"
+        raise InvalidValue(
+            f"stratify_by={stratify_by!r} is neither a data field nor a labelled annotation "
+            f"task of these samples (data fields: {fields}; tasks with labels: {tasks})."
+        )
+    scalar = (str, int, float, bool, type(None))
+    return [v if isinstance(v, scalar) else json.dumps(v, sort_keys=True) for v in col.to_pylist()]
+
+
+def _previous_splits(previous: DatasetVersion | None) -> dict[str, str]:
+    if previous is None:
+        return {}
+    rows = DatasetItem.objects.filter(version=previous).values_list("external_id", "split")
+    return dict(rows.iterator(chunk_size=CHUNK))
