@@ -68,10 +68,19 @@ class DatasetItem(models.Model):
     """Membership of one sample in one version (the data itself is in the snapshot)."""
 
     id = models.BigAutoField(primary_key=True)
-    version = models.ForeignKey(DatasetVersion, on_delete=models.CASCADE, related_name="items")
+    # No database-level constraints on these two: a version inserts a million rows at once,
+    # and PostgreSQL would check (and row-lock) the sample and the version once per row.
+    # Django still applies CASCADE and SET_NULL when versions and samples are deleted.
+    version = models.ForeignKey(
+        DatasetVersion, on_delete=models.CASCADE, related_name="items", db_constraint=False
+    )
     # Kept after the sample is deleted: the version must still say what it held.
     sample = models.ForeignKey(
-        "tracker.Sample", null=True, on_delete=models.SET_NULL, related_name="dataset_items"
+        "tracker.Sample",
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="dataset_items",
+        db_constraint=False,
     )
     external_id = models.CharField(max_length=255)
     split = models.CharField(max_length=64, blank=True, default="")
