@@ -8,11 +8,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from tracker.exceptions import InvalidValue
+
+
+@lru_cache(maxsize=1)
+def _figure_class() -> type:
+    from matplotlib.figure import Figure
+
+    class TrackerFigure(Figure):
+        """A plain matplotlib Figure that Jupyter shows as a cell result even when pyplot (and
+        so the inline backend's display hook) was never imported."""
+
+        def _repr_png_(self) -> bytes:
+            import io
+
+            buf = io.BytesIO()
+            self.savefig(buf, format="png", bbox_inches="tight")
+            return buf.getvalue()
+
+    return TrackerFigure
 
 
 def thin(steps: np.ndarray, values: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,11 +104,9 @@ def plot_histories(
     if ax is not None:
         fig, axes = ax.figure, [ax]
     else:
-        from matplotlib.figure import Figure
-
         cols = 1 if len(keys) == 1 else 2
         rows = math.ceil(len(keys) / cols)
-        fig = Figure(figsize=(6.4 * cols, 3.6 * rows), layout="constrained")
+        fig = _figure_class()(figsize=(6.4 * cols, 3.6 * rows), layout="constrained")
         grid = fig.subplots(rows, cols, squeeze=False)
         axes = list(grid.ravel())
         for extra in axes[len(keys):]:
