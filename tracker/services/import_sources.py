@@ -4,6 +4,7 @@ with exact line numbers and whole-column type inference, Parquet batch by batch.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as _dt
 import decimal
@@ -545,27 +546,42 @@ def _open_jsonl(path: Path, spec: Spec) -> Source:
     def chunks() -> Iterator[Chunk]:
         records: list[Any] = []
         numbers: list[int] = []
-        with _open_text(path) as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
+        for lineno, line in _text_lines(path):
+            if isinstance(line, Bad):
+                records.append(line)
+            elif not line.strip():
+                continue
+            else:
                 try:
                     records.append(json.loads(line))
                 except json.JSONDecodeError as exc:
                     records.append(Bad(f"is not valid JSON ({exc.msg} at column {exc.colno})"))
-                numbers.append(lineno)
-                if len(records) >= CHUNK_ROWS:
-                    yield _records_chunk(records, numbers, spec)
-                    records, numbers = [], []
+            numbers.append(lineno)
+            if len(records) >= CHUNK_ROWS:
+                yield _records_chunk(records, numbers, spec)
+                records, numbers = [], []
         if records:
             yield _records_chunk(records, numbers, spec)
 
     return Source(path.name, "line", None, chunks(), path.parent)
 
 
-def _open_text(path: Path) -> Any:
-    # utf-8-sig: files saved by Excel start with a byte-order mark.
-    return open(path, encoding="utf-8-sig", newline="")
+def _text_lines(path: Path) -> Iterator[tuple[int, str | Bad]]:
+    """(line number, text) of each line; a line that is not UTF-8 comes as a Bad, so one bad
+    line is reported as such instead of stopping the whole file."""
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):  # files saved by Excel
+                raw = raw[len(codecs.BOM_UTF8) :]
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield (
+                    lineno,
+                    Bad(
+                        f"is not UTF-8 text ({exc.reason} at byte {exc.start}); save the file as UTF-8"
+                    ),
+                )
 
 
 def _open_csv(path: Path, spec: Spec) -> Source:
@@ -574,52 +590,63 @@ def _open_csv(path: Path, spec: Spec) -> Source:
 
     bad: list[tuple[int, str]] = []
     lines: list[int] = []
-    with _open_text(path) as fh:
-        reader = csv.reader(fh, strict=True)
+    undecodable: dict[int, str] = {}
+
+    def decoded() -> Iterator[str]:
+        for lineno, text in _text_lines(path):
+            if isinstance(text, Bad):
+                undecodable[lineno] = str(text)
+                yield "\n"  # an empty line: the reader skips it, the report names it
+            else:
+                yield text
+
+    reader = csv.reader(decoded(), strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise InvalidValue(f"{path.name} is empty; a CSV file needs a header line.") from None
+    except csv.Error as exc:
+        raise InvalidValue(f"The header line of {path.name} is not valid CSV ({exc}).") from None
+    if 1 in undecodable:
+        raise InvalidValue(
+            f"The header line of {path.name} is not UTF-8 text; save the file as UTF-8. "
+            f"Nothing was imported."
+        )
+    names = [h.strip() for h in header]
+    if len(set(names)) != len(names) or "" in names:
+        raise InvalidValue(
+            f"The header of {path.name} has empty or repeated column names ({header!r}); "
+            f"give every column its own name. Nothing was imported."
+        )
+    id_col = spec.resolve_id(names, path.name)
+    spec.check_media(names, path.name)
+    width = len(names)
+    parts: list[list[Any]] = [[] for _ in names]
+    rows: list[list[str]] = []
+    done = reader.line_num
+    while True:
         try:
-            header = next(reader)
+            row = next(reader)
         except StopIteration:
-            raise InvalidValue(f"{path.name} is empty; a CSV file needs a header line.") from None
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise InvalidValue(f"The header line of {path.name} cannot be read ({exc}).") from None
-        names = [h.strip() for h in header]
-        if len(set(names)) != len(names) or "" in names:
-            raise InvalidValue(
-                f"The header of {path.name} has empty or repeated column names ({header!r}); "
-                f"give every column its own name. Nothing was imported."
-            )
-        id_col = spec.resolve_id(names, path.name)
-        spec.check_media(names, path.name)
-        width = len(names)
-        parts: list[list[Any]] = [[] for _ in names]
-        rows: list[list[str]] = []
-        done = reader.line_num
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as exc:
-                bad.append((done + 1, f"is not valid CSV ({exc})"))
-                done = reader.line_num
-                continue
-            except UnicodeDecodeError as exc:
-                raise InvalidValue(
-                    f"{path.name} is not UTF-8 text near line {done + 1} ({exc.reason}); save "
-                    f"it as UTF-8. Nothing was imported."
-                ) from None
-            start, done = done + 1, reader.line_num
-            if not row:
-                continue
-            if len(row) != width:
-                bad.append((start, f"has {len(row)} fields; the header has {width}"))
-                continue
-            rows.append(row)
-            lines.append(start)
-            if len(rows) >= CHUNK_ROWS:
-                _flush_csv_rows(rows, parts)
-                rows = []
-        _flush_csv_rows(rows, parts)
+            break
+        except csv.Error as exc:
+            bad.append((done + 1, f"is not valid CSV ({exc})"))
+            done = reader.line_num
+            continue
+        start, done = done + 1, reader.line_num
+        if not row:
+            continue
+        if len(row) != width:
+            bad.append((start, f"has {len(row)} fields; the header has {width}"))
+            continue
+        rows.append(row)
+        lines.append(start)
+        if len(rows) >= CHUNK_ROWS:
+            _flush_csv_rows(rows, parts)
+            rows = []
+    _flush_csv_rows(rows, parts)
+    bad += undecodable.items()
+    bad.sort()
     columns = {
         name: _infer_csv_type(pa.chunked_array(p, type=pa.string()))
         for name, p in zip(names, parts)

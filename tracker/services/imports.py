@@ -147,9 +147,11 @@ class ImportReport:
 
     def __repr__(self) -> str:
         lines = [self.summary()]
-        lines += [f"  {e}" for e in self.errors[:10]]
-        if self.bad > 10:
-            lines.append(f"  ... and {self.bad - 10:,} more (report.errors, report.to_pandas())")
+        shown = self.errors[:10]
+        lines += [f"  {e}" for e in shown]
+        if self.bad > len(shown):
+            more = self.bad - len(shown)
+            lines.append(f"  ... and {more:,} more (report.errors, report.to_pandas())")
         return "\n".join(lines)
 
 
@@ -201,7 +203,7 @@ class _Importer:
         out = _Accepted(
             chunk.metadata is not None,
             has_media and self.store_media,
-            chunk.media_uri is not None or (has_media and not self.store_media),
+            chunk.media_uri is not None or has_media,
         )
         ids, data, numbers = chunk.ids, chunk.data, chunk.numbers
         for i, eid in enumerate(ids):
