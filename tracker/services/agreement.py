@@ -6,11 +6,14 @@ become integer codes, and pairs of annotators come from one self-merge on the sa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from django.db import connection
 
 from tracker.exceptions import InvalidValue
 from tracker.models import Annotation, AnnotationTask, Project
@@ -26,29 +29,58 @@ STRATEGIES = ("accepted", "majority", "latest")
 BOX_IOU = 0.5
 
 
+def _decode_json(texts: list[Any]) -> list[Any]:
+    """JSON column text (as the database returns it) to Python values, plain strings in bulk."""
+    col = pd.Series(texts, dtype=object)
+    out = col.copy()
+    is_text = col.map(type) == str
+    plain = is_text & col.astype(str).str.fullmatch(r'"[^"\\]*"')
+    out[plain] = col[plain].str.slice(1, -1)
+    other = is_text & ~plain
+    if other.any():
+        out[other] = col[other].map(json.loads)
+    return out.tolist()
+
+
 def load_annotations(
     task: AnnotationTask,
     *,
     sample_ids: Sequence[int] | None = None,
     annotators: Sequence[str] | None = None,
     exclude_rejected: bool = False,
+    light: bool = False,
 ) -> pd.DataFrame:
-    """The task's annotations as columns: sample_id, annotator, value, status, times."""
+    """The task's annotations as columns: sample_id, annotator, value, and unless ``light``
+    status, updated_at, reviewed_at and the sample's external_id.
+
+    Read with one raw query (building 100,000 ORM rows costs more than the agreement itself),
+    so the times are as the database returns them: good for ordering, not for display.
+    """
     qs = Annotation.objects.filter(task=task)
     if annotators is not None:
         qs = qs.filter(annotator__username__in=list(annotators))
     if exclude_rejected:
         qs = qs.exclude(status=Annotation.Status.REJECTED)
-    fields = ["sample_id", "annotator__username", "value", "status", "updated_at", "reviewed_at"]
-    cols = ["sample_id", "annotator", "value", "status", "updated_at", "reviewed_at"]
+    cols = ["sample_id", "annotator", "value"]
+    fields = ["sample_id", "annotator__username", "value"]
+    if not light:
+        cols += ["status", "updated_at", "reviewed_at", "external_id"]
+        fields += ["status", "updated_at", "reviewed_at", "sample__external_id"]
     if sample_ids is None:
-        rows = list(qs.values_list(*fields))
+        parts = [qs]
     else:
         ids = list(sample_ids)
-        rows = []
-        for start in range(0, len(ids), CHUNK):
-            rows.extend(qs.filter(sample_id__in=ids[start : start + CHUNK]).values_list(*fields))
-    return frame(rows, cols, raw=("value",))
+        parts = [qs.filter(sample_id__in=ids[start : start + CHUNK]) for start in range(0, len(ids), CHUNK)]
+    rows: list[tuple] = []
+    with connection.cursor() as cur:
+        for part in parts:
+            sql, params = part.values_list(*fields).query.sql_with_params()
+            cur.execute(sql, params)
+            rows.extend(cur.fetchall())
+    out = frame(rows, cols, raw=("value",))
+    if len(out):
+        out["value"] = pd.Series(_decode_json(out["value"].tolist()), dtype=object)
+    return out
 
 
 # --------------------------------------------------------------------------- coefficients
@@ -62,20 +94,21 @@ def alpha_nominal(units: np.ndarray, codes: np.ndarray) -> float:
     """Krippendorff's alpha for nominal data from parallel arrays (unit, value code).
 
     Uses the coincidence-matrix form without building the matrix:
-    alpha = 1 - (n - 1) * (n - sum_c o_cc) / (n^2 - sum_c n_c^2).
+    alpha = 1 - (n - 1) * (n - sum_c o_cc) / (n^2 - sum_c n_c^2), o_cc = sum_u n_uc (n_uc - 1) / (m_u - 1).
     """
-    df = pd.DataFrame({"u": units, "c": codes})
-    m = df.groupby("u").size()
-    df = df[df["u"].map(m) >= 2]
-    if df.empty:
+    u = pd.factorize(np.asarray(units))[0]
+    c = pd.factorize(np.asarray(codes))[0].astype(np.int64)
+    m = np.bincount(u)
+    keep = m[u] >= 2
+    u, c = u[keep], c[keep]
+    if not len(u):
         return _nan()
-    m = df.groupby("u").size()
-    n_uc = df.groupby(["u", "c"]).size()
-    m_u = m.reindex(n_uc.index.get_level_values(0)).to_numpy()
-    n_uc_v = n_uc.to_numpy().astype(float)
-    o_diag = float(np.sum(n_uc_v * (n_uc_v - 1) / (m_u - 1)))
-    n = float(m.sum())
-    n_c = df.groupby("c").size().to_numpy().astype(float)
+    k = int(c.max()) + 1
+    keys, n_uc = np.unique(u.astype(np.int64) * k + c, return_counts=True)
+    m_u = m[keys // k]
+    o_diag = float(np.sum(n_uc * (n_uc - 1) / (m_u - 1)))
+    n = float(len(u))
+    n_c = np.bincount(c).astype(float)
     expected = n * n - float(np.sum(n_c * n_c))
     if expected == 0:
         return _nan()  # one value used throughout: alpha is undefined
@@ -142,57 +175,66 @@ def _alpha(metric: str, units: np.ndarray, values: np.ndarray, codes: np.ndarray
     return alpha_nominal(units, codes)
 
 
-def pair_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per pair of annotators: shared items, agreements, Cohen's kappa and the pair's alpha.
+class Coded:
+    """Annotations as integer arrays, with every pair of annotations on the same sample.
 
-    ``frame`` has columns u (unit), a (annotator) and c (integer code).
+    The pairs are found once (one self-merge on the unit); every figure after that (overall,
+    each label, each pair of annotators) is a few ``bincount``/``unique`` calls on new codes.
     """
-    cols = ["a", "b", "items", "agree", "cohen_kappa", "krippendorff_alpha"]
-    p = frame.merge(frame, on="u", suffixes=("_a", "_b"))
-    p = p[p["a_a"] < p["a_b"]]
-    if p.empty:
-        return pd.DataFrame(columns=cols)
-    p = p.rename(columns={"a_a": "a", "a_b": "b"})
-    p["eq"] = p["c_a"] == p["c_b"]
-    g = p.groupby(["a", "b"]).agg(items=("eq", "size"), agree=("eq", "sum"))
-    # Chance agreement: sum over codes of the two annotators' marginal proportions.
-    ca = p.groupby(["a", "b", "c_a"]).size().rename("na")
-    cb = p.groupby(["a", "b", "c_b"]).size().rename("nb")
-    ca.index = ca.index.set_names(["a", "b", "c"])
-    cb.index = cb.index.set_names(["a", "b", "c"])
-    both = pd.concat([ca, cb], axis=1).fillna(0.0)
-    both["prod"] = both["na"] * both["nb"]
-    both["sq"] = (both["na"] + both["nb"]) ** 2
-    sums = both.groupby(level=["a", "b"])[["prod", "sq"]].sum()
-    g = g.join(sums)
-    n = g["items"].astype(float)
-    po = g["agree"] / n
-    pe = g["prod"] / (n * n)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        g["cohen_kappa"] = np.where(pe < 1, (po - pe) / (1 - pe), np.nan)
-        # Two coders: 2N pairable values, o_cc sums to 2 * agreements.
-        vals = 2 * n
-        expected = vals * vals - g["sq"]
-        g["krippendorff_alpha"] = np.where(
-            expected > 0, 1 - (vals - 1) * (vals - 2 * g["agree"]) / expected, np.nan
-        )
-    return g.reset_index()[cols]
+
+    def __init__(self, units: Any, annotators: Any) -> None:
+        self.u = pd.factorize(np.asarray(units))[0]
+        self.a, names = pd.factorize(np.asarray(annotators, dtype=object))
+        self.names = list(names)
+        self.m = np.bincount(self.u) if len(self.u) else np.zeros(0, dtype=int)
+        self.pairable = self.m[self.u] >= 2 if len(self.u) else np.zeros(0, dtype=bool)
+        idx = pd.DataFrame({"u": self.u, "i": np.arange(len(self.u))})
+        both = idx[self.pairable].merge(idx[self.pairable], on="u")
+        ia, ib = both["i_x"].to_numpy(), both["i_y"].to_numpy()
+        keep = self.a[ia] < self.a[ib]
+        self.ia, self.ib = ia[keep], ib[keep]
+        n_names = max(1, len(self.names))
+        pair_key = self.a[self.ia].astype(np.int64) * n_names + self.a[self.ib]
+        keys, self.pair = np.unique(pair_key, return_inverse=True)
+        self.pair_a, self.pair_b = keys // n_names, keys % n_names
+        self.n_pairs = len(keys)
+
+    def pair_stats(self, codes: np.ndarray) -> pd.DataFrame:
+        """Per pair of annotators: items, agreements, Cohen's kappa and the pair's alpha."""
+        p = self.n_pairs
+        ca, cb = codes[self.ia].astype(np.int64), codes[self.ib].astype(np.int64)
+        items = np.bincount(self.pair, minlength=p).astype(float)
+        agree = np.bincount(self.pair, weights=(ca == cb), minlength=p)
+        k = int(codes.max()) + 1 if len(codes) else 1
+        base = self.pair.astype(np.int64) * k
+        ka, na = np.unique(base + ca, return_counts=True)
+        kb, nb = np.unique(base + cb, return_counts=True)
+        common, ix, iy = np.intersect1d(ka, kb, assume_unique=True, return_indices=True)
+        # Chance agreement: the two annotators' marginal proportions, multiplied, summed.
+        prod = np.bincount(common // k, weights=na[ix] * nb[iy].astype(float), minlength=p)
+        kall, nall = np.unique(np.concatenate([base + ca, base + cb]), return_counts=True)
+        sq = np.bincount(kall // k, weights=nall.astype(float) ** 2, minlength=p)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            po, pe = agree / items, prod / (items * items)
+            kappa = np.where(pe < 1, (po - pe) / (1 - pe), np.nan)
+            vals = 2 * items  # two coders: 2N pairable values, o_cc summing to 2 x agreements
+            expected = vals * vals - sq
+            alpha = np.where(expected > 0, 1 - (vals - 1) * (vals - 2 * agree) / expected, np.nan)
+        return pd.DataFrame({
+            "a": [self.names[i] for i in self.pair_a], "b": [self.names[i] for i in self.pair_b],
+            "items": items.astype(np.int64), "agree": agree, "cohen_kappa": kappa, "krippendorff_alpha": alpha,
+        })
 
 
 def cohen_kappa(a: Sequence[Any], b: Sequence[Any]) -> float:
     """Cohen's kappa of two parallel sequences of labels (one entry per item)."""
     if len(a) != len(b):
         raise InvalidValue("cohen_kappa needs two sequences of the same length.")
-    codes, _ = pd.factorize(pd.Series(list(a) + list(b), dtype=object))
     n = len(a)
-    frame = pd.DataFrame(
-        {"u": np.concatenate([np.arange(n), np.arange(n)]), "a": ["a"] * n + ["b"] * n, "c": codes}
-    )
-    table = pair_table(frame)
+    codes = pd.factorize(pd.Series(list(a) + list(b), dtype=object))[0]
+    coded = Coded(np.concatenate([np.arange(n), np.arange(n)]), ["a"] * n + ["b"] * n)
+    table = coded.pair_stats(codes)
     return float(table["cohen_kappa"].iloc[0]) if len(table) else _nan()
-
-
-# --------------------------------------------------------------------------- categorical
 
 
 def _scope_row(scope: str, name: str, **values: Any) -> dict[str, Any]:
@@ -201,55 +243,52 @@ def _scope_row(scope: str, name: str, **values: Any) -> dict[str, Any]:
     return row
 
 
-def _categorical_rows(
-    frame: pd.DataFrame, metric: str, scope: str, name: str, with_pairs: bool
-) -> tuple[dict[str, Any], pd.DataFrame]:
-    """One summary row (and the pair table) for coded data: columns u, a, c, v."""
-    pairs = pair_table(frame[["u", "a", "c"]])
-    m = frame.groupby("u").size()
-    pairable = frame[frame["u"].map(m) >= 2]
-    items = int((m >= 2).sum())
-    if len(pairs):
-        observed = float(pairs["agree"].sum() / pairs["items"].sum())
-    else:
-        observed = _nan()
-    coders = frame["a"].nunique()
+def _summary(coded: Coded, codes: np.ndarray, values: np.ndarray, metric: str, scope: str, name: str,
+             annotations: int) -> tuple[dict[str, Any], pd.DataFrame]:
+    """One row of figures for coded data, and its per-pair table."""
+    pairs = coded.pair_stats(codes)
+    items_all = pairs["items"].sum()
+    observed = float(pairs["agree"].sum() / items_all) if items_all else _nan()
+    coders = len(np.unique(coded.a)) if len(coded.a) else 0
     if coders == 2 and len(pairs) == 1:
         kappa = float(pairs["cohen_kappa"].iloc[0])
     elif len(pairs):
         kappa = float(pairs["cohen_kappa"].mean())  # Light's kappa: the mean over pairs
     else:
         kappa = _nan()
-    alpha = _alpha(metric, pairable["u"].to_numpy(), pairable["v"].to_numpy(), pairable["c"].to_numpy())
+    mask = coded.pairable
+    if metric == "nominal":
+        alpha = alpha_nominal(coded.u[mask], codes[mask])
+    else:
+        alpha = _alpha(metric, coded.u[mask], values[mask], codes[mask])
     row = _scope_row(
-        scope, name, annotators=coders, items=items, annotations=len(frame),
+        scope, name, annotators=coders, items=int((coded.m >= 2).sum()), annotations=annotations,
         observed_agreement=observed, cohen_kappa=kappa, krippendorff_alpha=alpha,
     )
-    return row, (pairs if with_pairs else pairs.iloc[0:0])
+    return row, pairs
 
 
 def _categorical(df: pd.DataFrame, task: AnnotationTask, metric: str) -> list[dict[str, Any]]:
     kind = task.kind
-    keys = df["value"].map(value_key)
-    codes, _ = pd.factorize(keys)
-    if metric == "nominal":
-        values = codes
+    values = df["value"]
+    if kind in ("classification", "text"):
+        codes, _ = pd.factorize(values.astype(object))
     else:
-        values = pd.to_numeric(df["value"], errors="coerce").to_numpy()
-    frame = pd.DataFrame({"u": df["sample_id"].to_numpy(), "a": df["annotator"].to_numpy(), "c": codes, "v": values})
-    overall, pairs = _categorical_rows(frame, metric, "overall", "", True)
+        codes, _ = pd.factorize(values.map(value_key))
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy() if metric != "nominal" else codes
+    coded = Coded(df["sample_id"].to_numpy(), df["annotator"].to_numpy())
+    overall, pairs = _summary(coded, codes, numbers, metric, "overall", "", len(df))
     rows = [overall]
     if kind in ("classification", "multilabel"):
         for label in task.labels:
             if kind == "classification":
-                member = (df["value"] == label).to_numpy()
+                member = (values == label).to_numpy()
             else:
-                member = df["value"].map(lambda v, lb=label: lb in v).to_numpy(dtype=bool)
-            sub = frame.assign(c=member.astype(int), v=member.astype(int))
-            row, _ = _categorical_rows(sub, "nominal", "label", label, False)
-            row["annotations"] = int(member.sum())
+                member = values.map(lambda v, lb=label: lb in v).to_numpy(dtype=bool)
+            binary = member.astype(np.int64)
+            row, _ = _summary(coded, binary, binary, "nominal", "label", label, int(member.sum()))
             rows.append(row)
-    rows.extend(_annotator_rows(frame, pairs))
+    rows.extend(_annotator_rows(coded, pairs))
     for r in pairs.itertuples(index=False):
         rows.append(
             _scope_row(
@@ -261,34 +300,23 @@ def _categorical(df: pd.DataFrame, task: AnnotationTask, metric: str) -> list[di
     return rows
 
 
-def _annotator_rows(frame: pd.DataFrame, pairs: pd.DataFrame) -> list[dict[str, Any]]:
+def _annotator_rows(coded: Coded, pairs: pd.DataFrame) -> list[dict[str, Any]]:
     """Per annotator: annotations, items shared with others, agreement and kappa with them."""
-    counts = frame.groupby("a").size()
-    if len(pairs):
-        long = pd.concat(
-            [pairs.rename(columns={"a": "who"}), pairs.rename(columns={"b": "who"})], ignore_index=True
-        )
-        per = long.groupby("who").agg(
-            items=("items", "sum"), agree=("agree", "sum"), kappa=("cohen_kappa", "mean")
-        )
-        m = frame.groupby("u").size()
-        shared = frame[frame["u"].map(m) >= 2].groupby("a")["u"].nunique()
-    else:
-        per = pd.DataFrame(columns=["items", "agree", "kappa"])
-        shared = pd.Series(dtype=int)
+    n = len(coded.names)
+    counts = np.bincount(coded.a, minlength=n)
+    shared = np.bincount(coded.a[coded.pairable], minlength=n)
     rows = []
-    for who in sorted(counts.index):
-        if who in per.index:
-            p = per.loc[who]
-            rows.append(
-                _scope_row(
-                    "annotator", who, annotators=1, items=int(shared.get(who, 0)),
-                    annotations=int(counts[who]), observed_agreement=p["agree"] / p["items"],
-                    cohen_kappa=p["kappa"],
-                )
-            )
+    for i in sorted(range(n), key=lambda j: coded.names[j]):
+        who = coded.names[i]
+        mine = pairs[(pairs["a"] == who) | (pairs["b"] == who)]
+        if len(mine):
+            rows.append(_scope_row(
+                "annotator", who, annotators=1, items=int(shared[i]), annotations=int(counts[i]),
+                observed_agreement=float(mine["agree"].sum() / mine["items"].sum()),
+                cohen_kappa=float(mine["cohen_kappa"].mean()),
+            ))
         else:
-            rows.append(_scope_row("annotator", who, annotators=1, items=0, annotations=int(counts[who])))
+            rows.append(_scope_row("annotator", who, annotators=1, items=0, annotations=int(counts[i])))
     return rows
 
 
@@ -403,7 +431,7 @@ def agreement(
         if isinstance(annotators, str):
             raise InvalidValue("annotators is a list of usernames, not one string.")
         names = [getattr(a, "username", a) for a in annotators]
-    df = load_annotations(task_obj, annotators=names)
+    df = load_annotations(task_obj, annotators=names, light=True)
     if df.empty:
         return pd.DataFrame(
             [_scope_row("overall", "", annotators=0, items=0, annotations=0)], columns=COLUMNS
@@ -455,12 +483,13 @@ def _majority_of_elements(group: pd.DataFrame, kind: str, labels: list[str]) -> 
 def resolve_frame(
     task: AnnotationTask, strategy: Any = "majority", *, sample_ids: Sequence[int] | None = None
 ) -> pd.DataFrame:
-    """Final labels per sample: sample_id, value, strategy (the rule that decided), votes, annotations."""
+    """Final labels per sample: external_id, sample_id, value, strategy (the rule that decided),
+    votes, annotations."""
     chain = _strategies(strategy)
     cols = ["sample_id", "value", "strategy", "votes", "annotations"]
     df = load_annotations(task, sample_ids=sample_ids, exclude_rejected=True)
     if df.empty:
-        return pd.DataFrame(columns=cols)
+        return pd.DataFrame(columns=["external_id", *cols])
     df["k"] = df["value"].map(value_key)
     n_ann = df.groupby("sample_id").size()
     decided: list[pd.DataFrame] = []
@@ -493,11 +522,12 @@ def resolve_frame(
         decided.append(got)
         left = left[~left["sample_id"].isin(got["sample_id"])]
     if not decided:
-        return pd.DataFrame(columns=cols)
+        return pd.DataFrame(columns=["external_id", *cols])
     out = pd.concat(decided, ignore_index=True)
     out["annotations"] = out["sample_id"].map(n_ann).astype("int64")
+    out["external_id"] = out["sample_id"].map(df.drop_duplicates("sample_id").set_index("sample_id")["external_id"])
     out["votes"] = out["votes"].astype("int64")
-    return out.sort_values("sample_id", ignore_index=True)[cols]
+    return out.sort_values("sample_id", ignore_index=True)[["external_id", *cols]]
 
 
 def resolve_labels(
@@ -519,11 +549,4 @@ def resolve_labels(
             ids = [s.pk if isinstance(s, Sample) else s for s in samples]
             if any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
                 raise InvalidValue("samples is a list of Samples or sample ids, or a queryset.")
-    out = resolve_frame(task_obj, strategy, sample_ids=ids)
-    ids_out = out["sample_id"].tolist()
-    ext: dict[int, str] = {}
-    for start in range(0, len(ids_out), CHUNK):
-        chunk = ids_out[start : start + CHUNK]
-        ext.update(Sample.objects.filter(pk__in=chunk).values_list("pk", "external_id"))
-    out.insert(0, "external_id", out["sample_id"].map(ext))
-    return out
+    return resolve_frame(task_obj, strategy, sample_ids=ids)

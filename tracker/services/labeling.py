@@ -405,6 +405,21 @@ def _where(task: AnnotationTask, sample: Sample | None) -> str:
     return f"{sid}task {task.name!r} ({task.kind})"
 
 
+class _Where:
+    """"sample 'x', task 'y' (kind)", formatted only when an error message needs it."""
+
+    __slots__ = ("task", "sample")
+
+    def __init__(self, task: AnnotationTask, sample: Any) -> None:
+        self.task, self.sample = task, sample
+
+    def __str__(self) -> str:
+        return _where(self.task, self.sample)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
 def _suggest(given: str, options: Sequence[str]) -> str | None:
     """The option ``given`` most likely meant: same letters ignoring case, a prefix, or close."""
     low = given.lower()
@@ -469,7 +484,7 @@ def check_value(task: AnnotationTask, value: Any, sample: Sample | None = None) 
     Spans and boxes need ``sample`` (the text and the image size come from it).
     """
     kind = task.kind
-    where = _where(task, sample)
+    where = _Where(task, sample)
     if value is None:
         raise InvalidAnnotation(f"{where}: the value is None; give a value of the task's kind.")
     if kind == "classification":
@@ -649,11 +664,37 @@ def _task_and_sample(task: Any, sample: Any) -> tuple[AnnotationTask, Sample]:
     )
 
 
-def samples_by_external_id(project: Project, ids: Iterable[str]) -> dict[str, Sample]:
-    """external_id -> Sample for the ids that exist (a whole-project read for large sets)."""
+class SampleRef:
+    """A sample's identity without its data: what validating most kinds needs, cheap in bulk."""
+
+    __slots__ = ("pk", "external_id", "project_id")
+
+    def __init__(self, pk: int, external_id: str, project_id: int) -> None:
+        self.pk, self.external_id, self.project_id = pk, external_id, project_id
+
+
+def needs_sample_data(task: AnnotationTask) -> bool:
+    """Whether values of this task are checked against the sample (its text or image)."""
+    return task.kind in ("spans", "boxes")
+
+
+def samples_by_external_id(project: Project, ids: Iterable[str], *, full: bool = True) -> dict[str, Any]:
+    """external_id -> Sample (or :class:`SampleRef` when not ``full``) for the ids that exist."""
     ids = list(dict.fromkeys(ids))
     qs = Sample.objects.filter(project=project)
-    out: dict[str, Sample] = {}
+    out: dict[str, Any] = {}
+    if not full:
+        if len(ids) > 20 * CHUNK:
+            # One pass over the project's ids beats thousands of IN (...) lookups.
+            wanted = set(ids)
+            for pk, ext in qs.values_list("pk", "external_id").iterator(chunk_size=10 * CHUNK):
+                if ext in wanted:
+                    out[ext] = SampleRef(pk, ext, project.pk)
+            return out
+        for start in range(0, len(ids), CHUNK):
+            for pk, ext in qs.filter(external_id__in=ids[start : start + CHUNK]).values_list("pk", "external_id"):
+                out[ext] = SampleRef(pk, ext, project.pk)
+        return out
     if len(ids) > 20 * CHUNK:
         wanted = set(ids)
         for s in qs.iterator(chunk_size=CHUNK):
@@ -763,12 +804,23 @@ def row_sample_key(row: Mapping[str, Any], i: int, what: str) -> Any:
     )
 
 
-def resolve_row_samples(project: Project, keys: list[Any], what: str) -> list[Sample]:
-    """Samples for row keys (Sample / pk / external id), all of ``project``, or one error."""
+def resolve_row_samples(project: Project, keys: list[Any], what: str, *, full: bool = True) -> list[Any]:
+    """Samples for row keys (Sample / pk / external id), all of ``project``, or one error.
+
+    With ``full=False`` the ones looked up are :class:`SampleRef` (no data loaded).
+    """
     ext = [k for k in keys if isinstance(k, str)]
     pks = [k for k in keys if isinstance(k, int)]
-    by_ext = samples_by_external_id(project, ext) if ext else {}
-    by_pk = {pk: s for pk, s in _samples_by_pk(pks).items() if s.project_id == project.pk} if pks else {}
+    by_ext = samples_by_external_id(project, ext, full=full) if ext else {}
+    by_pk: dict[int, Any] = {}
+    if pks and full:
+        by_pk = _samples_by_pk(pks)
+    elif pks:
+        for start in range(0, len(pks), CHUNK):
+            for pk, e, proj in Sample.objects.filter(pk__in=pks[start : start + CHUNK]).values_list(
+                "pk", "external_id", "project_id"
+            ):
+                by_pk[pk] = SampleRef(pk, e, proj)
     out, missing = [], []
     for k in keys:
         s = k if isinstance(k, Sample) else (by_ext.get(k) if isinstance(k, str) else by_pk.get(k))
@@ -785,6 +837,42 @@ def resolve_row_samples(project: Project, keys: list[Any], what: str) -> list[Sa
             f"tracker.add_samples(); nothing was stored."
         )
     return out
+
+
+def as_columns(rows: Any, what: str) -> tuple[int, dict[str, list[Any]]]:
+    """(row count, column -> values) from a DataFrame or dicts; missing cells are None."""
+    import pandas as pd
+
+    if isinstance(rows, pd.DataFrame):
+        cols = {}
+        for name in rows.columns:
+            col = rows[name]
+            values = col.tolist()
+            if col.dtype == object or col.isna().any():
+                mask = col.isna().tolist()
+                values = [None if m else v for v, m in zip(values, mask)]
+            cols[str(name)] = values
+        return len(rows), cols
+    records = as_records(rows, what)
+    keys: dict[str, None] = {}
+    for r in records:
+        keys.update(dict.fromkeys(r))
+    return len(records), {k: [r.get(k) for r in records] for k in keys}
+
+
+def column_sample_keys(n: int, cols: dict[str, list[Any]], what: str) -> list[Any]:
+    """Each row's sample key (Sample, pk or external id), from whichever id column it has."""
+    present = [k for k in ("sample", "sample_id", "external_id", "id") if k in cols]
+    if not present:
+        raise InvalidValue(
+            f"{what}: row 0 names no sample; give 'external_id' (or 'sample': a Sample or its pk)."
+        )
+    if present == ["external_id"] and all(type(v) is str for v in cols["external_id"]):
+        return cols["external_id"]  # the common case, without a per-row dict
+    keys = []
+    for i in range(n):
+        keys.append(row_sample_key({k: cols[k][i] for k in present}, i, what))
+    return keys
 
 
 def parse_time(v: Any, i: int, what: str) -> datetime | None:
@@ -902,7 +990,7 @@ def add_predictions(
         raise InvalidValue("model_version must be a string of at most 200 characters.")
     run_pk = _run_pk(run)
     keys = [row_sample_key(r, i, what) for i, r in enumerate(records)]
-    samples = resolve_row_samples(task_obj.project, keys, what)
+    samples = resolve_row_samples(task_obj.project, keys, what, full=needs_sample_data(task_obj))
     objs = []
     now = timezone.now()
     for i, r in enumerate(records):
@@ -921,7 +1009,7 @@ def add_predictions(
             score = None
         version = r.get("model_version") or model_version
         objs.append(
-            Prediction(task=task_obj, sample=samples[i], value=value, score=score,
+            Prediction(task=task_obj, sample_id=samples[i].pk, value=value, score=score,
                        model_version=str(version), run_id=run_pk, created_at=now)
         )
     with transaction.atomic():

@@ -1,0 +1,211 @@
+"""Annotation figures from issue 5's Measure list.
+
+    .venv/bin/python benchmarks/bench_labeling.py [--db sqlite|postgres] [--only import,agreement,queue]
+        [--annotations 100000] [--workers 8] [--queue-samples 4000]
+
+- import: 100,000 annotations (50,000 samples x 2 annotators) through tracker.import_annotations,
+  and the same annotations as a Label Studio export through tracker.import_label_studio.
+- agreement: tracker.agreement (and resolve_labels) over 100,000 annotations
+  (25,000 samples x 4 annotators, 5 labels), database read included.
+- queue: N annotator processes draining one queue with next_samples(n=1) + annotate; claim
+  latency percentiles, duplicate claims, errors ("database is locked" included).
+
+Each run uses a fresh database: a new embedded SQLite home, or with --db postgres a fresh
+database ``tracker_labeling_bench`` on $TRACKER_BENCH_PG (default postgres://postgres@127.0.0.1:5432).
+Prints one JSON line per figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+WORKER = r"""
+import json, sys, time
+import tracker
+tracker.configure(quiet=True)
+project, task, me, start_at = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+tracker.next_samples(project, task, 1, me + "-warmup", ttl=0.001)  # connection + user, not timed
+tracker.release(project, task, None, me + "-warmup")
+while time.time() < start_at:
+    time.sleep(0.002)
+lat, claimed, errors = [], [], []
+while True:
+    t0 = time.perf_counter()
+    try:
+        got = tracker.next_samples(project, task, 1, me)
+    except Exception as exc:
+        errors.append(f"{type(exc).__name__}: {exc}")
+        break
+    lat.append((time.perf_counter() - t0) * 1000)
+    if not got:
+        break
+    claimed.append(got[0].external_id)
+    tracker.annotate(got[0], task, "x", me)
+print(json.dumps({"lat": lat, "claimed": claimed, "errors": errors}))
+"""
+
+
+def emit(**fields: object) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+def _pg_url() -> str:
+    base = os.environ.get("TRACKER_BENCH_PG", "postgres://postgres@127.0.0.1:5432")
+    import psycopg
+
+    with psycopg.connect(base + "/postgres", autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS tracker_labeling_bench WITH (FORCE)")
+        conn.execute("CREATE DATABASE tracker_labeling_bench")
+    return base + "/tracker_labeling_bench"
+
+
+def setup(db: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["TRACKER_HOME"] = tempfile.mkdtemp(prefix="tracker-bench-labeling-")
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    if db == "postgres":
+        env["TRACKER_DATABASE_URL"] = _pg_url()
+    else:
+        env.pop("TRACKER_DATABASE_URL", None)
+    env["PYTHONPATH"] = str(ROOT)
+    os.environ.update({k: env[k] for k in ("TRACKER_HOME", "PYTHONPATH")})
+    if "TRACKER_DATABASE_URL" in env:
+        os.environ["TRACKER_DATABASE_URL"] = env["TRACKER_DATABASE_URL"]
+    import tracker
+
+    tracker.configure(quiet=True, progress=False)
+    return env
+
+
+def bench_import(db: str, total: int) -> None:
+    import pandas as pd
+
+    import tracker
+
+    n_samples = total // 2
+    rng = np.random.default_rng(1)
+    labels = ["a", "b", "c", "d", "e"]
+    tracker.add_samples("imp", [{"id": f"s{i}", "text": f"text {i}"} for i in range(n_samples)])
+    tracker.define_task("imp", "t", "classification", labels)
+    rows = pd.DataFrame({
+        "external_id": [f"s{i}" for i in range(n_samples)] * 2,
+        "annotator": ["ann"] * n_samples + ["bob"] * n_samples,
+        "value": rng.choice(labels, size=2 * n_samples),
+    })
+    t0 = time.perf_counter()
+    counts = tracker.import_annotations("imp", "t", rows)
+    took = time.perf_counter() - t0
+    assert counts["created"] == 2 * n_samples, counts
+    emit(figure="import_annotations", db=db, annotations=2 * n_samples, seconds=round(took, 2),
+         per_second=round(2 * n_samples / took))
+
+    export = tracker.export_label_studio("imp", "t")
+    t0 = time.perf_counter()
+    counts = tracker.import_label_studio("imp-ls", export)
+    took = time.perf_counter() - t0
+    emit(figure="import_label_studio", db=db, annotations=counts["annotations"], samples=counts["samples"],
+         seconds=round(took, 2), per_second=round(counts["annotations"] / took))
+
+
+def bench_agreement(db: str, total: int) -> None:
+    import pandas as pd
+
+    import tracker
+
+    coders = 4
+    n_samples = total // coders
+    rng = np.random.default_rng(2)
+    labels = ["a", "b", "c", "d", "e"]
+    truth = rng.integers(0, 5, size=n_samples)
+    tracker.add_samples("agr", [{"id": f"s{i}"} for i in range(n_samples)])
+    tracker.define_task("agr", "t", "classification", labels)
+    frames = []
+    for c in range(coders):
+        noisy = np.where(rng.random(n_samples) < 0.75, truth, rng.integers(0, 5, size=n_samples))
+        frames.append(pd.DataFrame({
+            "external_id": [f"s{i}" for i in range(n_samples)],
+            "annotator": f"coder{c}",
+            "value": [labels[v] for v in noisy],
+        }))
+    tracker.import_annotations("agr", "t", pd.concat(frames, ignore_index=True))
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        frame = tracker.agreement("agr", "t")
+        times.append(time.perf_counter() - t0)
+    overall = frame.iloc[0]
+    emit(figure="agreement", db=db, annotations=int(overall["annotations"]), annotators=coders,
+         seconds_best=round(min(times), 2), seconds_median=round(statistics.median(times), 2),
+         alpha=round(float(overall["krippendorff_alpha"]), 3), rows=len(frame))
+    t0 = time.perf_counter()
+    resolved = tracker.resolve_labels("agr", "t", ("accepted", "majority"))
+    emit(figure="resolve_labels", db=db, annotations=n_samples * coders, resolved=len(resolved),
+         seconds=round(time.perf_counter() - t0, 2))
+
+
+def bench_queue(db: str, env: dict[str, str], workers: int, n_samples: int) -> None:
+    import tracker
+
+    tracker.add_samples("que", [{"id": f"q{i:05d}"} for i in range(n_samples)])
+    tracker.define_task("que", "t", "classification", ["x"])
+    start_at = time.time() + 4.0 + workers * 0.5
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WORKER, "que", "t", f"w{i}", str(start_at)], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(workers)
+    ]
+    lat, claimed, errors, locked = [], [], [], 0
+    for p in procs:
+        out, err = p.communicate(timeout=900)
+        locked += err.count("database is locked")
+        if p.returncode != 0:
+            errors.append(err[-500:])
+            continue
+        res = json.loads(out.strip().splitlines()[-1])
+        lat += res["lat"]
+        claimed += res["claimed"]
+        errors += res["errors"]
+    wall = time.time() - start_at
+    a = np.array(lat)
+    emit(figure="queue_claims", db=db, workers=workers, samples=n_samples, claims=len(claimed),
+         duplicates=len(claimed) - len(set(claimed)), unclaimed=n_samples - len(set(claimed)),
+         errors=len(errors), database_is_locked=locked,
+         p50_ms=round(float(np.percentile(a, 50)), 2), p95_ms=round(float(np.percentile(a, 95)), 2),
+         p99_ms=round(float(np.percentile(a, 99)), 2), max_ms=round(float(a.max()), 2),
+         claims_per_second=round(len(claimed) / wall, 1))
+    if errors:
+        print("\n".join(errors[:5]), file=sys.stderr)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    ap.add_argument("--only", default="import,agreement,queue")
+    ap.add_argument("--annotations", type=int, default=100_000)
+    ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--queue-samples", type=int, default=4000)
+    args = ap.parse_args()
+    env = setup(args.db)
+    only = set(args.only.split(","))
+    if "import" in only:
+        bench_import(args.db, args.annotations)
+    if "agreement" in only:
+        bench_agreement(args.db, args.annotations)
+    if "queue" in only:
+        bench_queue(args.db, env, args.workers, args.queue_samples)
+
+
+if __name__ == "__main__":
+    main()
