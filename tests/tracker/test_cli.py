@@ -1,0 +1,302 @@
+"""The `tracker` console script, run as a subprocess the way people and scripts run it.
+
+Every command runs here through `.venv/bin/tracker` against the test's database (the data is
+made in the test and committed, so the child sees it). Errors must be one line on stderr with
+the documented exit code, and a traceback only with --verbose.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import tracker
+from tracker.management.base import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
+ROOT = Path(__file__).resolve().parents[2]
+TRACKER = str(Path(sys.executable).with_name("tracker"))
+VERBS = ("init", "doctor", "serve", "createuser", "token", "backup", "restore", "gc", "import-samples",
+         "export-dataset", "datasets", "runs", "run show", "runs compare", "export-labels", "import-labels")
+
+
+def cli(args: list[str], env: dict[str, str], timeout: float = 120, **kwargs) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([TRACKER, *args], env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert proc.returncode == EXIT_OK, f"exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+    return proc
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str], code: int) -> str:
+    assert proc.returncode == code, f"exit {proc.returncode}, wanted {code}\n{proc.stdout}\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert ": error: " in lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def bare_env(tmp_path) -> dict[str, str]:
+    """A process environment with a fresh (not yet existing) home and no database URL."""
+    env = dict(os.environ)
+    env["TRACKER_HOME"] = str(tmp_path / "home")
+    for key in ("TRACKER_DATABASE_URL", "DJANGO_SETTINGS_MODULE", "DJANGO_ALLOW_ASYNC_UNSAFE"):
+        env.pop(key, None)
+    return env
+
+
+# ------------------------------------------------------------------------------------- help
+
+
+def test_help_lists_every_command_and_exit_codes_without_touching_a_home(bare_env):
+    out = ok(cli(["--help"], bare_env)).stdout
+    for verb in VERBS:
+        assert f"\n  {verb} " in out, verb
+    assert "exit codes:" in out and "--database-url" in out
+    assert not Path(bare_env["TRACKER_HOME"]).exists()
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_each_command_help_shows_an_example(bare_env, verb):
+    out = ok(cli([*verb.split(), "--help"], bare_env)).stdout
+    assert out.startswith(f"usage: tracker {verb}")
+    assert "examples:\n  tracker" in out and "exit codes:" in out and "--json" in out
+    assert "--settings" not in out and "--pythonpath" not in out
+    assert not Path(bare_env["TRACKER_HOME"]).exists()
+
+
+def test_help_verb_version_and_unknown_commands(bare_env):
+    assert ok(cli(["help", "runs", "compare"], bare_env)).stdout.startswith("usage: tracker runs compare")
+    assert ok(cli(["--version"], bare_env)).stdout.strip() == f"tracker {tracker.__version__}"
+    line = one_line_error(cli(["import-sample", "p", "x.csv"], bare_env), EXIT_USAGE)
+    assert "Did you mean 'import-samples'" in line
+    one_line_error(cli(["--colour", "runs"], bare_env), EXIT_USAGE)
+    # two-word verbs also work hyphenated and with underscores (as in manage.py)
+    assert ok(cli(["run-show", "--help"], bare_env)).stdout.startswith("usage: tracker run show")
+    assert ok(cli(["runs_compare", "--help"], bare_env)).stdout.startswith("usage: tracker runs compare")
+
+
+# --------------------------------------------------------------------------- init and doctor
+
+
+def test_init_then_doctor_in_a_new_home(bare_env, tmp_path):
+    home = tmp_path / "elsewhere"
+    out = ok(cli(["--home", str(home), "init"], bare_env)).stdout
+    assert str(home / "tracker.sqlite3") in out and "created" in out
+    assert (home / "tracker.sqlite3").exists() and (home / "files").is_dir()
+    again = json.loads(ok(cli(["--home", str(home), "init", "--json"], bare_env)).stdout)
+    assert again["created"] is False and again["migrations_applied"] == []
+    doctor = json.loads(ok(cli([f"--home={home}", "doctor", "--json"], bare_env)).stdout)
+    assert doctor["ok"] is True
+    assert {c["name"]: c["status"] for c in doctor["checks"]}["migrations"] == "ok"
+
+
+def test_doctor_reports_missing_migrations_with_the_fix(bare_env):
+    proc = cli(["doctor", "--no-kernel"], bare_env)
+    assert proc.returncode == EXIT_FAILED, proc.stdout + proc.stderr
+    assert "FAIL  migrations" in proc.stdout and "fix: Run `tracker init`" in proc.stdout
+    assert "1 check(s) failed: migrations." in proc.stdout
+
+
+def test_doctor_reports_an_unreachable_database(bare_env):
+    proc = cli(["--database-url", "postgres://nobody@127.0.0.1:1/nothing", "doctor", "--json", "--no-kernel"],
+               bare_env)
+    assert proc.returncode == EXIT_FAILED
+    checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
+    assert checks["database"]["status"] == "fail" and "TRACKER_DATABASE_URL" in checks["database"]["fix"]
+    assert checks["migrations"]["status"] == "skip"
+
+
+def test_doctor_warns_when_the_python3_kernel_is_another_interpreter(bare_env, tmp_path):
+    spec = tmp_path / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps(
+        {"argv": ["/usr/bin/python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+         "display_name": "System Python", "language": "python"}))
+    env = dict(bare_env, JUPYTER_PATH=str(tmp_path / "jupyter"), JUPYTER_DATA_DIR=str(tmp_path / "nodata"))
+    ok(cli(["init"], env))
+    out = ok(cli(["doctor"], env)).stdout
+    assert "WARN  kernel" in out and "runs /usr/bin/python3" in out
+    assert f"{Path(sys.executable).parent}/python3 -m ipykernel install --user --name tracker" in out
+
+
+def test_configuration_and_connection_errors_exit_3(bare_env):
+    line = one_line_error(cli(["--database-url", "mysql-ish:nonsense", "runs"], bare_env), EXIT_ENVIRONMENT)
+    assert "database URL" in line
+    line = one_line_error(cli(["--database-url", "postgres://nobody@127.0.0.1:1/x", "runs"], bare_env),
+                          EXIT_ENVIRONMENT)
+    assert "Cannot reach the database" in line and "tracker doctor" in line
+
+
+# ------------------------------------------------------------------------------------- serve
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_answers_then_stops_on_ctrl_c(subprocess_env):
+    import requests
+
+    port = _free_port()
+    proc = subprocess.Popen([TRACKER, "serve", "--port", str(port)], env=subprocess_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                resp = requests.get(f"http://127.0.0.1:{port}/api/schema/", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.3)
+        assert resp.status_code == 200 and "openapi" in resp.text
+        assert requests.get(f"http://127.0.0.1:{port}/api/projects/", timeout=5).status_code == 401
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == EXIT_OK, err
+    assert f"Serving tracker at http://127.0.0.1:{port}/api/" in err
+    one_line_error(cli(["serve", "--port", "0"], subprocess_env), EXIT_USAGE)
+
+
+# ---------------------------------------------------------------------------- users, tokens
+
+
+def test_createuser_and_token(subprocess_env):
+    from tracker.services import access
+
+    user = json.loads(ok(cli(["createuser", "carol", "--token", "ci", "--json"], subprocess_env)).stdout)
+    assert access.authenticate_token(user["token"]["key"])[0].username == "carol"
+    proc = ok(cli(["createuser", "dave", "--password-stdin"], subprocess_env, input="pw-of-dave\n"))
+    assert "password  set" in proc.stdout
+    key = json.loads(ok(cli(["token", "dave", "--name", "laptop", "--json"], subprocess_env)).stdout)["key"]
+    listed = json.loads(ok(cli(["token", "--list", "--json"], subprocess_env)).stdout)
+    assert sorted((t["user"], t["name"]) for t in listed) == [("carol", "ci"), ("dave", "laptop")]
+    ok(cli(["token", "--revoke", key[:12]], subprocess_env))
+    assert access.authenticate_token(key) is None
+    line = one_line_error(cli(["createuser", "carol", "--no-password"], subprocess_env), EXIT_FAILED)
+    assert "already exists" in line
+    one_line_error(cli(["token", "nobody"], subprocess_env), EXIT_USAGE)
+
+
+# ------------------------------------------------------------------- samples and datasets
+
+
+def test_import_samples_good_bad_and_verbose(subprocess_env, tmp_path):
+    from tracker.models import Sample
+
+    good = tmp_path / "good.csv"
+    good.write_text("id,text\na,one\nb,two\n")
+    out = ok(cli(["import-samples", "cli", str(good)], subprocess_env)).stdout
+    assert "2 created" in out
+    bad = tmp_path / "bad.csv"
+    bad.write_text('id,text\na,changed\nc,"open quote\n')
+    line = one_line_error(cli(["import-samples", "cli", str(bad)], subprocess_env), EXIT_USAGE)
+    assert "line 3" in line and "nothing was imported" in line
+    assert Sample.objects.get(project__name="cli", external_id="a").data == {"text": "one"}
+    line = one_line_error(cli(["import-samples", "cli", str(tmp_path / "missing.csv")], subprocess_env), EXIT_USAGE)
+    assert "does not exist" in line
+    verbose = cli(["import-samples", "cli", str(bad), "--verbose"], subprocess_env)
+    assert verbose.returncode == EXIT_USAGE
+    assert "Traceback" in verbose.stderr and verbose.stderr.rstrip().splitlines()[-1].startswith("tracker import-samples: error:")
+    as_json = cli(["import-samples", "cli", str(bad), "--json"], subprocess_env)
+    assert as_json.returncode == EXIT_USAGE
+    assert json.loads(as_json.stderr)["exit_code"] == EXIT_USAGE
+    assert json.loads(as_json.stdout)["errors"][0]["where"] == "line 3"
+
+
+def test_datasets_and_export_dataset(subprocess_env, tmp_path):
+    import pandas as pd
+
+    from tracker.models import Sample
+
+    tracker.add_samples("dsp", [{"id": f"s{i}", "v": i} for i in range(30)])
+    version = tracker.create_dataset("numbers", Sample.objects.filter(project__name="dsp"),
+                                     splits={"train": 0.8, "test": 0.2})
+    listed = json.loads(ok(cli(["datasets", "--json"], subprocess_env)).stdout)
+    assert [(d["name"], d["latest_version"], d["samples"]) for d in listed] == [("numbers", 1, 30)]
+    assert "numbers" in ok(cli(["datasets"], subprocess_env)).stdout
+    out = tmp_path / "test.parquet"
+    ok(cli(["export-dataset", "numbers", str(out), "--split", "test"], subprocess_env))
+    assert sorted(pd.read_parquet(out)["id"]) == sorted(version.to_pandas(split="test")["id"])
+    line = one_line_error(cli(["export-dataset", "nope", str(tmp_path / "n.parquet")], subprocess_env), EXIT_USAGE)
+    assert "no dataset named 'nope'" in line
+
+
+# -------------------------------------------------------------------------------------- runs
+
+
+def test_runs_run_show_and_compare(subprocess_env):
+    ids = []
+    for lr in (0.1, 0.2):
+        with tracker.start_run(project="cli-runs", name=f"lr-{lr}", params={"lr": lr}) as r:
+            r.log_metrics({"loss": 1 - lr, "acc": lr}, step=0)
+            ids.append(r.id)
+    rows = json.loads(ok(cli(["runs", "--project", "cli-runs", "--json"], subprocess_env)).stdout)
+    assert {r["id"] for r in rows} == set(ids)
+    text = ok(cli(["runs", "--param", "lr>0.15"], subprocess_env)).stdout
+    assert "lr-0.2" in text and "lr-0.1" not in text
+    shown = json.loads(ok(cli(["run", "show", ids[0], "--json"], subprocess_env)).stdout)
+    assert shown["params"] == {"lr": 0.1} and {m["key"] for m in shown["metrics"]} == {"loss", "acc"}
+    text = ok(cli(["runs", "compare", *ids], subprocess_env)).stdout
+    assert text.splitlines()[0].split() == ["lr-0.1", "lr-0.2"] and "params.lr" in text
+    line = one_line_error(cli(["run", "show", "ffffffffffff"], subprocess_env), EXIT_USAGE)
+    assert "no run with id" in line
+
+
+# ------------------------------------------------------------------------------------ labels
+
+
+def test_export_and_import_labels(subprocess_env, tmp_path):
+    from tracker.models import Sample
+
+    tracker.add_samples("lab", [{"id": "a", "text": "yes"}, {"id": "b", "text": "no"}])
+    tracker.define_task("lab", "answer", "classification", ["y", "n"])
+    for s in Sample.objects.filter(project__name="lab"):
+        tracker.annotate(s, "answer", "y" if s.external_id == "a" else "n", "ann")
+    ls = tmp_path / "ls.json"
+    ok(cli(["export-labels", "lab", str(ls)], subprocess_env))
+    assert len(json.loads(ls.read_text())) == 2
+    csv_path = tmp_path / "labels.csv"
+    ok(cli(["export-labels", "lab", str(csv_path), "--task", "answer"], subprocess_env))
+    assert csv_path.read_text().count("\n") == 3
+    result = json.loads(ok(cli(["import-labels", "lab-copy", str(ls), "--json"], subprocess_env)).stdout)
+    assert result["annotations"] == 2
+    assert sorted(tracker.annotation_table("lab-copy", "answer")["value"]) == ["n", "y"]
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    one_line_error(cli(["import-labels", "lab", str(broken)], subprocess_env), EXIT_USAGE)
+
+
+# ---------------------------------------------------------------------------- gc and manage.py
+
+
+def test_gc_through_the_script(subprocess_env):
+    report = json.loads(ok(cli(["gc", "--json"], subprocess_env)).stdout)
+    assert report["deleted"] is False and report["blobs"] == []
+    assert "Removed 0 unreferenced blobs" in ok(cli(["gc", "--delete"], subprocess_env)).stdout
+
+
+def test_manage_py_runs_the_same_commands(subprocess_env):
+    proc = subprocess.run([sys.executable, str(ROOT / "manage.py"), "tracker_doctor", "--no-kernel", "--json"],
+                          env=subprocess_env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["ok"] is True
+    proc = subprocess.run([sys.executable, str(ROOT / "manage.py"), "tracker_run_show", "nope"],
+                          env=subprocess_env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == EXIT_USAGE and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("manage.py tracker_run_show: error:")
