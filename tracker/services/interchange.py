@@ -19,7 +19,6 @@ from tracker.services.labeling import (
     CHUNK,
     STATUSES,
     as_columns,
-    as_records,
     check_username,
     check_value,
     column_sample_keys,

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import difflib
 import getpass
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from tracker.exceptions import (
     InvalidAnnotation,
     InvalidValue,
     NotFound,
     RunNotFound,
-    SampleNotFound,
     TaskNotFound,
 )
 from tracker.models import (
@@ -34,14 +29,33 @@ from tracker.models import (
     Run,
     Sample,
 )
+from tracker.services._label_rows import (  # noqa: F401  (re-exported for the other services)
+    CHUNK,
+    SampleRef,
+    as_columns,
+    as_records,
+    column_sample_keys,
+    needs_sample_data,
+    parse_time,
+    resolve_row_samples,
+    resolve_sample,
+    row_sample_key,
+    samples_by_external_id,
+    samples_by_pk,
+)
+from tracker.services._label_values import (  # noqa: F401  (re-exported for the other services)
+    check_value,
+    image_size,
+    is_number,
+    sample_text,
+    suggest,
+    value_key,
+)
 from tracker.services.projects import get_or_create_project, get_project
 
 KINDS = tuple(AnnotationTask.Kind.values)
 LABELLED_KINDS = ("classification", "multilabel", "spans", "boxes")
 STATUSES = tuple(Annotation.Status.values)
-CHUNK = 2000
-# Boxes converted from Label Studio's percentages can overshoot the image edge by rounding.
-_EDGE_TOLERANCE = 1e-6
 
 # Options every task has, then the ones that make sense for one kind only; None = not set.
 _COMMON_OPTIONS: dict[str, Any] = {"instructions": "", "annotators_per_sample": 1}
@@ -190,13 +204,13 @@ def _check_options(kind: str, given: dict[str, Any], old: dict[str, Any]) -> dic
         if (
             not isinstance(scale, (list, tuple))
             or len(scale) != 2
-            or not all(_is_number(v) for v in scale)
+            or not all(is_number(v) for v in scale)
             or not scale[0] < scale[1]
         ):
             raise InvalidValue(f"scale must be (lowest, highest) with lowest < highest, not {scale!r}.")
         config["scale"] = list(scale)
         step = config["step"]
-        if not _is_number(step) or step < 0:
+        if not is_number(step) or step < 0:
             raise InvalidValue(f"step must be a positive number (0 for any value), not {step!r}.")
     if kind == "text" and config["max_length"] is not None:
         ml = config["max_length"]
@@ -228,7 +242,7 @@ def define_task(
         raise InvalidValue(f"A task name must be a non-empty string of at most 200 characters, not {name!r}.")
     name = name.strip()
     if kind not in KINDS:
-        close = _suggest(str(kind), KINDS)
+        close = suggest(str(kind), KINDS)
         hint = f" Did you mean {close!r}?" if close else ""
         raise InvalidValue(f"Unknown task kind {kind!r}; use one of {', '.join(KINDS)}.{hint}")
     given = {
@@ -345,7 +359,7 @@ def _revalidate(task: AnnotationTask) -> tuple[list[dict[str, Any]], list[tuple[
     )
     samples: dict[int, Sample] = {}
     if task.kind in ("spans", "boxes"):
-        samples = _samples_by_pk({r[1] for r in rows})
+        samples = samples_by_pk({r[1] for r in rows})
     bad, converted = [], []
     for ann_id, sample_id, external_id, username, value, status in rows:
         try:
@@ -393,264 +407,7 @@ def _schema_rejected(task: AnnotationTask, bad: list[dict[str, Any]]) -> Invalid
     return exc
 
 
-# --------------------------------------------------------------------------- values
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _where(task: AnnotationTask, sample: Sample | None) -> str:
-    sid = f"sample {sample.external_id!r}, " if sample is not None else ""
-    return f"{sid}task {task.name!r} ({task.kind})"
-
-
-class _Where:
-    """"sample 'x', task 'y' (kind)", formatted only when an error message needs it."""
-
-    __slots__ = ("task", "sample")
-
-    def __init__(self, task: AnnotationTask, sample: Any) -> None:
-        self.task, self.sample = task, sample
-
-    def __str__(self) -> str:
-        return _where(self.task, self.sample)
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self), spec)
-
-
-def _suggest(given: str, options: Sequence[str]) -> str | None:
-    """The option ``given`` most likely meant: same letters ignoring case, a prefix, or close."""
-    low = given.lower()
-    for opt in options:
-        if opt.lower() == low:
-            return opt
-    close = difflib.get_close_matches(given, options, n=1)
-    if close:
-        return close[0]
-    prefixed = [o for o in options if low and (o.lower().startswith(low) or low.startswith(o.lower()))]
-    return prefixed[0] if len(prefixed) == 1 else None
-
-
-def _unknown_label(task: AnnotationTask, sample: Sample | None, label: Any) -> InvalidAnnotation:
-    close = _suggest(str(label), task.labels)
-    hint = f" Did you mean {close!r}?" if close else ""
-    return InvalidAnnotation(
-        f"{_where(task, sample)}: {label!r} is not one of the labels {', '.join(map(repr, task.labels))}."
-        f"{hint} Add new labels with tracker.define_task(..., labels=[...])."
-    )
-
-
-def sample_text(task: AnnotationTask, sample: Sample) -> str:
-    """The text a spans task annotates: ``sample.data[text_field]``."""
-    field = task.config.get("text_field") or "text"
-    text = (sample.data or {}).get(field)
-    if not isinstance(text, str):
-        raise InvalidAnnotation(
-            f"{_where(task, sample)}: spans need the text in sample.data[{field!r}], but the "
-            f"sample has {'no such field' if text is None else type(text).__name__}. Set "
-            f"text_field= in define_task to the field that holds the text."
-        )
-    return text
-
-
-def image_size(task: AnnotationTask, sample: Sample) -> tuple[float, float]:
-    """(width, height) of a sample's image: from its data, its metadata, or the stored file."""
-    wf = task.config.get("width_field") or "width"
-    hf = task.config.get("height_field") or "height"
-    for source in (sample.data or {}, sample.metadata or {}):
-        w, h = source.get(wf), source.get(hf)
-        if _is_number(w) and _is_number(h) and w > 0 and h > 0:
-            return float(w), float(h)
-    if sample.media:
-        try:
-            from PIL import Image
-
-            with sample.media.open("rb") as fh, Image.open(fh) as img:
-                return float(img.width), float(img.height)
-        except Exception:  # unreadable media: reported below like a missing size
-            pass
-    raise InvalidAnnotation(
-        f"{_where(task, sample)}: boxes are checked against the image size, but the sample has "
-        f"no {wf!r}/{hf!r} in its data or metadata and no readable image file. Add the size "
-        f"to the sample (tracker.add_samples with {wf!r} and {hf!r})."
-    )
-
-
-def check_value(task: AnnotationTask, value: Any, sample: Sample | None = None) -> Any:
-    """``value`` normalised for storage, or :class:`InvalidAnnotation` saying what is wrong.
-
-    Spans and boxes need ``sample`` (the text and the image size come from it).
-    """
-    kind = task.kind
-    where = _Where(task, sample)
-    if value is None:
-        raise InvalidAnnotation(f"{where}: the value is None; give a value of the task's kind.")
-    if kind == "classification":
-        if isinstance(value, (list, tuple)) and len(value) == 1:
-            value = value[0]
-        if not isinstance(value, str):
-            raise InvalidAnnotation(
-                f"{where}: a classification value is one label (a string), not "
-                f"{type(value).__name__} {value!r:.60}."
-            )
-        if value not in task.labels:
-            raise _unknown_label(task, sample, value)
-        return value
-    if kind == "multilabel":
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, (list, tuple, set, frozenset)):
-            raise InvalidAnnotation(f"{where}: a multilabel value is a list of labels, not {type(value).__name__}.")
-        for label in value:
-            if not isinstance(label, str) or label not in task.labels:
-                raise _unknown_label(task, sample, label)
-        order = {lb: i for i, lb in enumerate(task.labels)}
-        return sorted(set(value), key=order.__getitem__)
-    if kind == "spans":
-        return _check_spans(task, value, sample)
-    if kind == "boxes":
-        return _check_boxes(task, value, sample)
-    if kind == "text":
-        if not isinstance(value, str):
-            raise InvalidAnnotation(f"{where}: a text value is a string, not {type(value).__name__}.")
-        ml = task.config.get("max_length")
-        if ml is not None and len(value) > ml:
-            raise InvalidAnnotation(f"{where}: the text has {len(value)} characters; at most {ml} are allowed.")
-        return value
-    if kind == "rating":
-        if not _is_number(value):
-            raise InvalidAnnotation(f"{where}: a rating is a number, not {value!r:.60}.")
-        lo, hi = task.config.get("scale", [1, 5])
-        if not lo <= value <= hi:
-            raise InvalidAnnotation(f"{where}: the rating {value} is outside the scale {lo}..{hi}.")
-        step = task.config.get("step", 1)
-        if step:
-            k = (value - lo) / step
-            if abs(k - round(k)) > 1e-9:
-                raise InvalidAnnotation(
-                    f"{where}: the rating {value} is not on the scale's steps of {step} from {lo}."
-                )
-        if isinstance(value, float) and value.is_integer() and float(step).is_integer() and step:
-            return int(value)
-        return value
-    raise InvalidAnnotation(f"{where}: unknown kind.")  # pragma: no cover - kinds are checked
-
-
-def _items(value: Any, what: str, where: str) -> list[Any]:
-    if isinstance(value, Mapping):
-        value = [value]
-    if not isinstance(value, (list, tuple)):
-        raise InvalidAnnotation(f"{where}: {what} are given as a list, not {type(value).__name__}.")
-    return list(value)
-
-
-def _check_spans(task: AnnotationTask, value: Any, sample: Sample | None) -> list[dict[str, Any]]:
-    where = _where(task, sample)
-    items = _items(value, "spans", where)
-    if sample is None:
-        raise InvalidAnnotation(f"{where}: spans are checked against a sample's text; give the sample.")
-    text = sample_text(task, sample)
-    out: dict[tuple[int, int, str], dict[str, Any]] = {}
-    for i, item in enumerate(items):
-        if isinstance(item, (list, tuple)) and len(item) == 3:
-            item = {"start": item[0], "end": item[1], "label": item[2]}
-        if not isinstance(item, Mapping) or not {"start", "end", "label"} <= set(item):
-            raise InvalidAnnotation(
-                f"{where}: span {i} must be {{'start': int, 'end': int, 'label': str}} or "
-                f"(start, end, label); got {item!r:.80}."
-            )
-        start, end, label = item["start"], item["end"], item["label"]
-        if any(isinstance(x, bool) or not isinstance(x, int) for x in (start, end)):
-            raise InvalidAnnotation(f"{where}: span {i} offsets must be whole numbers; got {start!r}..{end!r}.")
-        if not 0 <= start < end <= len(text):
-            raise InvalidAnnotation(
-                f"{where}: span {i} ({start}..{end}) is outside the text, which has {len(text)} "
-                f"characters; offsets are 0 <= start < end <= {len(text)}."
-            )
-        if label not in task.labels:
-            raise _unknown_label(task, sample, label)
-        if "text" in item and item["text"] is not None and item["text"] != text[start:end]:
-            raise InvalidAnnotation(
-                f"{where}: span {i} says its text is {item['text']!r}, but characters "
-                f"{start}..{end} are {text[start:end]!r}; check the offsets."
-            )
-        out[(start, end, label)] = {"start": start, "end": end, "label": label}
-    return [out[k] for k in sorted(out)]
-
-
-def _check_boxes(task: AnnotationTask, value: Any, sample: Sample | None) -> list[dict[str, Any]]:
-    where = _where(task, sample)
-    items = _items(value, "boxes", where)
-    if sample is None:
-        raise InvalidAnnotation(f"{where}: boxes are checked against a sample's image; give the sample.")
-    width, height = image_size(task, sample)
-    out = []
-    for i, item in enumerate(items):
-        if isinstance(item, (list, tuple)) and len(item) == 5:
-            item = dict(zip(("x", "y", "width", "height", "label"), item))
-        keys = ("x", "y", "width", "height", "label")
-        if not isinstance(item, Mapping) or not set(keys) <= set(item):
-            raise InvalidAnnotation(
-                f"{where}: box {i} must be {{'x', 'y', 'width', 'height', 'label'}} in pixels "
-                f"or (x, y, width, height, label); got {item!r:.80}."
-            )
-        x, y, w, h, label = (item[k] for k in keys)
-        if not all(_is_number(v) for v in (x, y, w, h)):
-            raise InvalidAnnotation(f"{where}: box {i} needs finite numbers for x, y, width, height.")
-        if w <= 0 or h <= 0:
-            raise InvalidAnnotation(f"{where}: box {i} has width {w} and height {h}; both must be > 0.")
-        tol = _EDGE_TOLERANCE * max(width, height)
-        if x < -tol or y < -tol or x + w > width + tol or y + h > height + tol:
-            raise InvalidAnnotation(
-                f"{where}: box {i} (x={x}, y={y}, width={w}, height={h}) is outside the "
-                f"{width:g}x{height:g} image; keep 0 <= x, x + width <= {width:g}, 0 <= y, "
-                f"y + height <= {height:g}."
-            )
-        if label not in task.labels:
-            raise _unknown_label(task, sample, label)
-        out.append({"x": x, "y": y, "width": w, "height": h, "label": label})
-    out.sort(key=lambda b: (b["label"], b["x"], b["y"], b["width"], b["height"]))
-    return out
-
-
-def value_key(value: Any) -> str:
-    """A canonical string of a stored value, for equality and counting."""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-# --------------------------------------------------------------------------- samples
-
-
-def _samples_by_pk(pks: Iterable[int]) -> dict[int, Sample]:
-    pks = list(pks)
-    out: dict[int, Sample] = {}
-    for start in range(0, len(pks), CHUNK):
-        for s in Sample.objects.filter(pk__in=pks[start : start + CHUNK]):
-            out[s.pk] = s
-    return out
-
-
-def resolve_sample(sample: Any, task: AnnotationTask) -> Sample:
-    """A Sample of ``task``'s project from a Sample, its pk or its external id."""
-    if isinstance(sample, Sample):
-        if sample.project_id != task.project_id:
-            raise InvalidValue(
-                f"Sample {sample.external_id!r} belongs to another project than task {task.name!r}."
-            )
-        return sample
-    if isinstance(sample, bool) or not isinstance(sample, (int, str)):
-        raise InvalidValue(f"A sample is a Sample, its id or its external id, not {type(sample).__name__}.")
-    qs = Sample.objects.filter(project_id=task.project_id)
-    obj = (qs.filter(external_id=sample) if isinstance(sample, str) else qs.filter(pk=sample)).first()
-    if obj is None:
-        raise SampleNotFound(
-            f"Project {task.project.name!r} has no sample {sample!r}; add it with tracker.add_samples()."
-        )
-    return obj
+# --------------------------------------------------------------------------- annotate
 
 
 def _task_and_sample(task: Any, sample: Any) -> tuple[AnnotationTask, Sample]:
@@ -662,52 +419,6 @@ def _task_and_sample(task: Any, sample: Any) -> tuple[AnnotationTask, Sample]:
         f"Task {task!r} is given by name, so pass the sample as a Sample object (its project "
         f"says where the task is), or pass the task as tracker.get_task(project, {task!r})."
     )
-
-
-class SampleRef:
-    """A sample's identity without its data: what validating most kinds needs, cheap in bulk."""
-
-    __slots__ = ("pk", "external_id", "project_id")
-
-    def __init__(self, pk: int, external_id: str, project_id: int) -> None:
-        self.pk, self.external_id, self.project_id = pk, external_id, project_id
-
-
-def needs_sample_data(task: AnnotationTask) -> bool:
-    """Whether values of this task are checked against the sample (its text or image)."""
-    return task.kind in ("spans", "boxes")
-
-
-def samples_by_external_id(project: Project, ids: Iterable[str], *, full: bool = True) -> dict[str, Any]:
-    """external_id -> Sample (or :class:`SampleRef` when not ``full``) for the ids that exist."""
-    ids = list(dict.fromkeys(ids))
-    qs = Sample.objects.filter(project=project)
-    out: dict[str, Any] = {}
-    if not full:
-        if len(ids) > 20 * CHUNK:
-            # One pass over the project's ids beats thousands of IN (...) lookups.
-            wanted = set(ids)
-            for pk, ext in qs.values_list("pk", "external_id").iterator(chunk_size=10 * CHUNK):
-                if ext in wanted:
-                    out[ext] = SampleRef(pk, ext, project.pk)
-            return out
-        for start in range(0, len(ids), CHUNK):
-            for pk, ext in qs.filter(external_id__in=ids[start : start + CHUNK]).values_list("pk", "external_id"):
-                out[ext] = SampleRef(pk, ext, project.pk)
-        return out
-    if len(ids) > 20 * CHUNK:
-        wanted = set(ids)
-        for s in qs.iterator(chunk_size=CHUNK):
-            if s.external_id in wanted:
-                out[s.external_id] = s
-        return out
-    for start in range(0, len(ids), CHUNK):
-        for s in qs.filter(external_id__in=ids[start : start + CHUNK]):
-            out[s.external_id] = s
-    return out
-
-
-# --------------------------------------------------------------------------- annotate
 
 
 def annotate(sample: Any, task: Any, value: Any, annotator: Any = None) -> Annotation:
@@ -764,132 +475,6 @@ def save_annotation(
         new_value=value, old_status=old_status, new_status=ann.status,
     )
     return ann
-
-
-def as_records(rows: Any, what: str) -> list[Mapping[str, Any]]:
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        pd = None
-    if pd is not None and isinstance(rows, pd.DataFrame):
-        # Missing cells (NaN, NaT, pd.NA) mean "not given", like an absent key in a dict.
-        rows = rows.astype(object)
-        return rows.where(rows.notna(), None).to_dict("records")
-    if isinstance(rows, Mapping):
-        return [rows]
-    if isinstance(rows, (str, bytes)) or not isinstance(rows, Iterable):
-        raise InvalidValue(f"{what} must be a list of dicts or a DataFrame, not {type(rows).__name__}.")
-    rows = list(rows)
-    for i, r in enumerate(rows):
-        if not isinstance(r, Mapping):
-            raise InvalidValue(f"{what}: row {i} is a {type(r).__name__}, not a dict.")
-    return rows
-
-
-def row_sample_key(row: Mapping[str, Any], i: int, what: str) -> Any:
-    for key in ("sample", "sample_id", "external_id", "id"):
-        if key in row and row[key] is not None and not (isinstance(row[key], float) and math.isnan(row[key])):
-            v = row[key]
-            if isinstance(v, Sample):
-                return v
-            if key in ("external_id", "id"):
-                if isinstance(v, bool) or not isinstance(v, (str, int)):
-                    raise InvalidValue(f"{what}: row {i} has {key}={v!r}; an external id is a string.")
-                return str(v)
-            if isinstance(v, bool) or not isinstance(v, (int, str)):
-                raise InvalidValue(f"{what}: row {i} has sample={v!r}; give a Sample, its pk or external id.")
-            return v
-    raise InvalidValue(
-        f"{what}: row {i} names no sample; give 'external_id' (or 'sample': a Sample or its pk)."
-    )
-
-
-def resolve_row_samples(project: Project, keys: list[Any], what: str, *, full: bool = True) -> list[Any]:
-    """Samples for row keys (Sample / pk / external id), all of ``project``, or one error.
-
-    With ``full=False`` the ones looked up are :class:`SampleRef` (no data loaded).
-    """
-    ext = [k for k in keys if isinstance(k, str)]
-    pks = [k for k in keys if isinstance(k, int)]
-    by_ext = samples_by_external_id(project, ext, full=full) if ext else {}
-    by_pk: dict[int, Any] = {}
-    if pks and full:
-        by_pk = _samples_by_pk(pks)
-    elif pks:
-        for start in range(0, len(pks), CHUNK):
-            for pk, e, proj in Sample.objects.filter(pk__in=pks[start : start + CHUNK]).values_list(
-                "pk", "external_id", "project_id"
-            ):
-                by_pk[pk] = SampleRef(pk, e, proj)
-    out, missing = [], []
-    for k in keys:
-        s = k if isinstance(k, Sample) else (by_ext.get(k) if isinstance(k, str) else by_pk.get(k))
-        if s is None:
-            missing.append(k)
-        elif s.project_id != project.pk:
-            raise InvalidValue(f"{what}: sample {s.external_id!r} belongs to another project.")
-        out.append(s)
-    if missing:
-        shown = ", ".join(repr(m) for m in missing[:5])
-        raise SampleNotFound(
-            f"{what}: {len(missing)} row(s) name samples that project {project.name!r} does not "
-            f"have ({shown}{', ...' if len(missing) > 5 else ''}). Add them first with "
-            f"tracker.add_samples(); nothing was stored."
-        )
-    return out
-
-
-def as_columns(rows: Any, what: str) -> tuple[int, dict[str, list[Any]]]:
-    """(row count, column -> values) from a DataFrame or dicts; missing cells are None."""
-    import pandas as pd
-
-    if isinstance(rows, pd.DataFrame):
-        cols = {}
-        for name in rows.columns:
-            col = rows[name]
-            values = col.tolist()
-            if col.dtype == object or col.isna().any():
-                mask = col.isna().tolist()
-                values = [None if m else v for v, m in zip(values, mask)]
-            cols[str(name)] = values
-        return len(rows), cols
-    records = as_records(rows, what)
-    keys: dict[str, None] = {}
-    for r in records:
-        keys.update(dict.fromkeys(r))
-    return len(records), {k: [r.get(k) for r in records] for k in keys}
-
-
-def column_sample_keys(n: int, cols: dict[str, list[Any]], what: str) -> list[Any]:
-    """Each row's sample key (Sample, pk or external id), from whichever id column it has."""
-    present = [k for k in ("sample", "sample_id", "external_id", "id") if k in cols]
-    if not present:
-        raise InvalidValue(
-            f"{what}: row 0 names no sample; give 'external_id' (or 'sample': a Sample or its pk)."
-        )
-    if present == ["external_id"] and all(type(v) is str for v in cols["external_id"]):
-        return cols["external_id"]  # the common case, without a per-row dict
-    keys = []
-    for i in range(n):
-        keys.append(row_sample_key({k: cols[k][i] for k in present}, i, what))
-    return keys
-
-
-def parse_time(v: Any, i: int, what: str) -> datetime | None:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return None
-    if hasattr(v, "to_pydatetime"):
-        v = v.to_pydatetime()
-    if isinstance(v, str):
-        parsed = parse_datetime(v.replace("Z", "+00:00"))
-        if parsed is None:
-            raise InvalidValue(f"{what}: row {i} has an unreadable time {v!r}; use ISO 8601.")
-        v = parsed
-    if not isinstance(v, datetime):
-        raise InvalidValue(f"{what}: row {i} has a time of type {type(v).__name__}; use ISO 8601.")
-    if timezone.is_naive(v):
-        v = timezone.make_aware(v, timezone.get_fixed_timezone(0))
-    return v
 
 
 # --------------------------------------------------------------------------- review
@@ -1002,7 +587,7 @@ def add_predictions(
             raise InvalidAnnotation(f"{what}: row {i}: {exc} Nothing was stored.") from None
         score = r.get("score")
         if score is not None and not (isinstance(score, float) and math.isnan(score)):
-            if not _is_number(score):
+            if not is_number(score):
                 raise InvalidValue(f"{what}: row {i} has score {score!r}; a score is a finite number.")
             score = float(score)
         else:
@@ -1070,7 +655,6 @@ def annotations_frame(
     annotator: Any = None,
 ) -> Any:
     """Current annotations as a DataFrame; see :func:`tracker.annotation_table`."""
-    import pandas as pd
 
     proj = get_project(project)
     qs = Annotation.objects.filter(task__project=proj)
@@ -1099,7 +683,6 @@ def history_frame(
     annotator: Any = None,
 ) -> Any:
     """Every change as a DataFrame; see :func:`tracker.annotation_history`."""
-    import pandas as pd
 
     proj = get_project(project)
     qs = AnnotationEvent.objects.filter(annotation__task__project=proj)
@@ -1127,7 +710,6 @@ def history_frame(
 
 def invalid_annotations(project: str | Project, task: str | AnnotationTask) -> Any:
     """Annotations the task's current schema rejects; see :func:`tracker.invalid_annotations`."""
-    import pandas as pd
 
     task_obj = get_task(project, task)
     cols = ["annotation_id", "external_id", "annotator", "value", "reason"]
