@@ -223,7 +223,7 @@ def freeze(
     n = len(ids)
 
     label_table = files.records_table(labels, prefix=LABEL_PREFIX) if any(labels) else None
-    label_names = label_table.column_names if label_table is not None else []
+    label_names = sorted(label_table.column_names) if label_table is not None else []
     taken = set(RESERVED_COLUMNS) | set(label_names)
     renamed: dict[str, str] = {}
     columns: dict[str, Any] = {"id": pa.array(ids, pa.string())}
@@ -236,7 +236,10 @@ def freeze(
         else:
             split_names = splitter.plain(ids)
         columns["split"] = pa.array(split_names, pa.string())
-    for name, col in zip(data.column_names, data.columns):
+    # Fields in name order: PostgreSQL's jsonb does not keep the order keys were written in,
+    # and a version must look the same on every database.
+    for name in sorted(data.column_names):
+        col = data.column(name)
         out = name
         if name in taken or name.startswith(LABEL_PREFIX):
             out = renamed[name] = f"data.{name}"

@@ -290,9 +290,12 @@ def create_dataset(
         raise InvalidValue(f"description must be a string, not {type(description).__name__}.")
     source = _as_sample_source(samples)
     owner = _project_of(source, project)
-    dataset, _ = Dataset.objects.get_or_create(project=owner, name=name)
-    cleanup_stale_versions(dataset)
-    latest = _ready_versions().filter(dataset=dataset).order_by("-version").first()
+    # The dataset row is made with its first version, so a failed first attempt leaves none.
+    dataset = Dataset.objects.filter(project=owner, name=name).first()
+    latest = None
+    if dataset is not None:
+        cleanup_stale_versions(dataset)
+        latest = _ready_versions().filter(dataset=dataset).order_by("-version").first()
     config_same = latest is not None and (
         latest.splits == split_spec
         and latest.seed == seed
@@ -314,7 +317,8 @@ def create_dataset(
         blob = files.store_blob(path)
     finally:
         path.unlink(missing_ok=True)
-    version = _allocate(dataset, frozen, split_spec, seed, stratify_by, description, blob)
+    version = _allocate(owner, name, frozen, split_spec, seed, stratify_by, description, blob)
+    dataset = version.dataset
     try:
         with no_gc():
             _write_items(version, frozen)
@@ -337,7 +341,8 @@ def create_dataset(
 
 
 def _allocate(
-    dataset: Dataset,
+    project: Project,
+    name: str,
     frozen: build.Frozen,
     splits: dict[str, float],
     seed: int,
@@ -346,6 +351,9 @@ def _allocate(
     blob: Any,
 ) -> DatasetVersion:
     with transaction.atomic():
+        dataset, _ = Dataset.objects.get_or_create(
+            project=project, name=name, defaults={"description": description}
+        )
         # Serialises concurrent creators of the same dataset (SQLite serialises all writers).
         Dataset.objects.select_for_update().filter(pk=dataset.pk).first()
         top = DatasetVersion.objects.filter(dataset=dataset).aggregate(m=Max("version"))["m"] or 0
@@ -374,6 +382,8 @@ def _discard(version: DatasetVersion) -> None:
             DatasetVersion.objects.filter(
                 pk=version.pk, state=DatasetVersion.State.BUILDING
             ).delete()
+            # A dataset whose first version failed is not left behind empty.
+            Dataset.objects.filter(pk=version.dataset_id, versions__isnull=True).delete()
     except DatabaseError:
         logger.warning("Could not remove unfinished dataset version %s", version.pk, exc_info=True)
 
