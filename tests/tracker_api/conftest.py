@@ -93,9 +93,10 @@ def start_server(
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}: {open(log).read()[-3000:]}")
         try:
-            requests.get(url + "/api/schema/", timeout=2)
+            # Any answer (401 here) means the server is up; the schema is slow to build.
+            requests.get(url + "/api/users/me/", timeout=10)
             return LiveServer(url, proc, log)
-        except requests.ConnectionError:
+        except requests.RequestException:
             time.sleep(0.2)
     stop_server(LiveServer(url, proc, log))
     raise RuntimeError(f"server did not answer within {timeout}s: {open(log).read()[-3000:]}")

@@ -70,10 +70,10 @@ def _runs(project: Any, tag: str, objs: dict[str, Any]) -> None:
 
     from tracker.models import Run
     from tracker.services.artifacts import log_artifact
-    from tracker.services.metrics import DatabaseSink
+    from tracker_api.views.runs import sink_write
 
     run = Run.objects.create(project=project, name=f"run-{tag}")
-    DatabaseSink().write(run.pk, [("loss", i, 1.0 / (i + 1), time.time()) for i in range(5)], None)
+    sink_write(run.pk, [("loss", i, 1.0 / (i + 1), time.time()) for i in range(5)], None)
     with tempfile.NamedTemporaryFile(suffix=".txt") as fh:
         fh.write(b"weights")
         fh.flush()

@@ -44,6 +44,19 @@ def _seed_data():
     task = define_task(project, "sentiment", "classification", ["pos", "neg"])
     annotate("1", task, "pos", annotator=fuzzer)
     add_predictions(project, task, [{"external_id": str(i), "value": "neg", "score": 0.3} for i in range(5)])
+    import tempfile
+    import time
+
+    from tracker.models import Run
+    from tracker.services.artifacts import log_artifact
+    from tracker_api.views.runs import sink_write
+
+    run = Run.objects.create(project=project, name="fuzz-run")
+    sink_write(run.pk, [("loss", i, 1.0 / (i + 1), time.time()) for i in range(50)], None)
+    with tempfile.NamedTemporaryFile(suffix=".bin") as fh:
+        fh.write(b"weights")
+        fh.flush()
+        log_artifact(run, fh.name, name="model.bin")
     for hook in SEED_HOOKS:
         hook(project, fuzzer)
     return access.create_token(fuzzer, name="fuzz")[1]

@@ -129,7 +129,10 @@ def test_points_logged_while_the_server_is_down_are_sent_after_it_returns(subpro
     )
     try:
         uid = client.stdout.readline().strip()
-        assert client.stdout.readline().strip() == "logged 1000"
+        line = client.stdout.readline().strip()
+        if line != "logged 1000":
+            client.kill()
+            raise AssertionError(f"client: {uid!r} {line!r} {client.stderr.read()[-3000:]}")
         stop_server(server)  # the server goes away mid-run
         client.stdin.write("\n")
         client.stdin.flush()

@@ -99,7 +99,15 @@ class VersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectSc
                              description="jsonl (one sample per line), json (an array), parquet or csv."),
             OpenApiParameter("split", str, required=False, description="Only this split."),
         ],
-        responses={(200, "*/*"): OpenApiResponse(OpenApiTypes.BINARY, description="The version's rows, streamed.")},
+        responses={
+            (200, "application/x-ndjson"): OpenApiResponse(OpenApiTypes.BINARY, description="One sample per line."),
+            (200, "application/json"): OpenApiResponse(
+                {"type": "array", "items": {"type": "object", "additionalProperties": True}},
+                description="An array of samples.",
+            ),
+            (200, "application/vnd.apache.parquet"): OpenApiResponse(OpenApiTypes.BINARY, description="The snapshot."),
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.BINARY, description="CSV; nested values as JSON text."),
+        },
     )
     @action(detail=True, methods=["get"])
     def export(self, request: Any, pk: Any = None) -> Any:
