@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.utils import timezone
@@ -202,12 +203,15 @@ def parse_time(v: Any, i: int, what: str) -> datetime | None:
     if hasattr(v, "to_pydatetime"):
         v = v.to_pydatetime()
     if isinstance(v, str):
-        parsed = parse_datetime(v.replace("Z", "+00:00"))
+        try:
+            parsed = datetime.fromisoformat(v)  # fast, and reads the "Z" of Label Studio exports
+        except ValueError:
+            parsed = parse_datetime(v.replace("Z", "+00:00"))
         if parsed is None:
             raise InvalidValue(f"{what}: row {i} has an unreadable time {v!r}; use ISO 8601.")
         v = parsed
     if not isinstance(v, datetime):
         raise InvalidValue(f"{what}: row {i} has a time of type {type(v).__name__}; use ISO 8601.")
-    if timezone.is_naive(v):
-        v = timezone.make_aware(v, timezone.get_fixed_timezone(0))
+    if v.tzinfo is None:
+        v = v.replace(tzinfo=dt_timezone.utc)
     return v

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import tempfile
+from datetime import timezone as dt_timezone
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,15 @@ def import_annotations(
             return write_annotations(task_obj, parsed)
 
 
+def _time_adapter() -> Any:
+    """Aware datetime -> the database's parameter; on SQLite the text Django itself writes
+    (UTC, no offset), without Django's per-value settings lookups."""
+    if connection.vendor != "sqlite":
+        return connection.ops.adapt_datetimefield_value
+    utc = dt_timezone.utc
+    return lambda v: str(v.astimezone(utc).replace(tzinfo=None) if v.tzinfo else v)
+
+
 def write_annotations(task: AnnotationTask, parsed: list[tuple]) -> dict[str, int]:
     """Bulk insert/update checked rows and their history (call inside a transaction).
 
@@ -154,7 +164,7 @@ def write_annotations(task: AnnotationTask, parsed: list[tuple]) -> dict[str, in
         )
     }
     ops = connection.ops
-    dt = ops.adapt_datetimefield_value
+    dt = _time_adapter()
     now_db = dt(now)
 
     def js(v: Any) -> Any:
@@ -423,7 +433,9 @@ def _read_source(source: Any) -> list[dict[str, Any]]:
             raise InvalidValue(f"The Label Studio export is not valid JSON ({exc}).") from None
     if isinstance(source, Mapping):
         source = [source]
-    if not isinstance(source, list) or not all(isinstance(t, Mapping) for t in source):
+    if isinstance(source, list):
+        source = [dict(t) if isinstance(t, Mapping) and not isinstance(t, dict) else t for t in source]
+    if not isinstance(source, list) or not all(isinstance(t, dict) for t in source):
         raise InvalidValue(
             "A Label Studio export is a JSON list of tasks ({'data': {...}, 'annotations': [...]}); "
             "pass its path, its text, or the parsed list."
@@ -533,7 +545,7 @@ def import_label_studio(
                 raise ImportRejected(f"{where}: 'result' must be a list.")
             by_name: dict[str, list[dict[str, Any]]] = {}
             for r in results:
-                if not isinstance(r, Mapping) or "from_name" not in r or "type" not in r:
+                if not isinstance(r, dict) or "from_name" not in r or "type" not in r:
                     raise ImportRejected(f"{where}: a result lacks from_name or type.")
                 name = mapping.get(r["from_name"], r["from_name"])
                 rtype = str(r["type"]).lower()
@@ -566,17 +578,19 @@ def import_label_studio(
             return by_name
 
         for k, a in enumerate(item.get("annotations") or []):
-            if not isinstance(a, Mapping) or a.get("was_cancelled"):
+            if not isinstance(a, dict):
+                raise ImportRejected(f"{what}: task {ext_id!r}, annotation {k} is not a JSON object.")
+            if a.get("was_cancelled"):
                 continue  # a skipped task in Label Studio holds no label
             where = f"{what}: task {ext_id!r}, annotation {k}"
             name = _user_name(a.get("completed_by")) or default_name
-            ext = a.get(_EXT, {}).get("tasks", {}) if isinstance(a.get(_EXT), Mapping) else {}
+            ext = a.get(_EXT, {}).get("tasks", {}) if isinstance(a.get(_EXT), dict) else {}
             by_name = group(a.get("result") or [], where)
             for tname in set(by_name) | set(ext):
                 ann_rows.append((tname, ext_id, name, by_name.get(tname, []), ext.get(tname, {}), a, where))
         for k, p in enumerate(item.get("predictions") or []):
-            if not isinstance(p, Mapping):
-                continue
+            if not isinstance(p, dict):
+                raise ImportRejected(f"{what}: task {ext_id!r}, prediction {k} is not a JSON object.")
             where = f"{what}: task {ext_id!r}, prediction {k}"
             by_name = group(p.get("result") or [], where)
             for tname, results in by_name.items():

@@ -144,6 +144,17 @@ def get_task(project: str | Project | None, task: str | AnnotationTask) -> Annot
             f"Task {task!r} is given by name, so its project is needed too: pass a Sample of the "
             f"project, or the AnnotationTask itself (tracker.get_task(project, {task!r}))."
         )
+    if isinstance(project, str):
+        # One query in the common case (the queue calls this for every claim).
+        from tracker.services.projects import check_project_name
+
+        obj = (
+            AnnotationTask.objects.select_related("project")
+            .filter(project__name=check_project_name(project), name=task.strip())
+            .first()
+        )
+        if obj is not None:
+            return obj
     proj = get_project(project)
     obj = AnnotationTask.objects.filter(project=proj, name=task.strip()).first()
     if obj is None:
