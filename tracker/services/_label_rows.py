@@ -8,7 +8,6 @@ from datetime import datetime
 from datetime import timezone as dt_timezone
 from typing import Any
 
-from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from tracker.exceptions import InvalidValue, SampleNotFound
