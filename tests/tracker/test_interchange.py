@@ -149,7 +149,7 @@ FOREIGN = [
 
 def test_import_a_label_studio_export(db):
     counts = tracker.import_label_studio("ls", json.dumps(FOREIGN))
-    assert counts == {"samples": 2, "annotations": 7, "predictions": 1,
+    assert counts == {"samples": 2, "annotations": 7, "predictions": 1, "superseded": 0,
                       "tasks": ["bbox", "label", "mood", "note", "stars", "tags"]}
     kinds = {t.name: (t.kind, t.labels) for t in tracker.annotation_tasks("ls")}
     assert kinds["mood"] == ("classification", ["happy", "sad"])
@@ -174,6 +174,18 @@ def test_import_a_label_studio_export(db):
     tracker.define_task("ls2", "sentiment", "classification", ["happy", "sad"])
     tracker.import_label_studio("ls2", FOREIGN[:1], tasks={"mood": "sentiment"})
     assert set(tracker.annotation_table("ls2", "sentiment")["value"]) == {"happy", "sad"}
+
+
+def test_the_latest_of_several_annotations_by_one_person_counts(db):
+    task = {"id": 1, "data": {"text": "x"}, "annotations": [
+        {"completed_by": 9, "updated_at": "2024-01-02T00:00:00Z",
+         "result": [{"from_name": "mood", "to_name": "text", "type": "choices", "value": {"choices": ["new"]}}]},
+        {"completed_by": 9, "updated_at": "2024-01-01T00:00:00Z",
+         "result": [{"from_name": "mood", "to_name": "text", "type": "choices", "value": {"choices": ["old"]}}]},
+    ]}
+    counts = tracker.import_label_studio("dup", [task])
+    assert (counts["annotations"], counts["superseded"]) == (1, 1)
+    assert tracker.annotation_table("dup")["value"].tolist() == ["new"]
 
 
 def _nothing_stored():

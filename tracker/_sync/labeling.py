@@ -435,7 +435,10 @@ def import_label_studio(
     Each result's ``from_name`` is a task name (rename with ``tasks={"from_name": "task"}``);
     missing tasks are created with the kind of the result type (choices, labels,
     rectanglelabels, textarea, rating) and the labels seen. Rectangles in percent become
-    pixels from ``original_width``/``original_height``. Cancelled annotations are skipped.
+    pixels from ``original_width``/``original_height``. Cancelled annotations are skipped; when
+    one person annotated a task several times, the most recently updated annotation is kept.
+    A Label Studio export carries no label config, so tasks created here get the labels seen
+    in use: define the tasks first to keep a full schema.
 
     Args:
         project: the project (created on first use).
@@ -444,7 +447,8 @@ def import_label_studio(
         annotator: for annotations without ``completed_by`` (default the OS account name).
 
     Returns:
-        ``{"samples": n, "annotations": n, "predictions": n, "tasks": [...]}``.
+        ``{"samples": n, "annotations": n, "predictions": n, "superseded": n, "tasks": [...]}``
+        (superseded: older annotations of the same person and task that were left out).
 
     Raises:
         ImportRejected, InvalidAnnotation, InvalidValue: naming the task and annotation at

@@ -596,6 +596,18 @@ def import_label_studio(
             for tname, results in by_name.items():
                 score = next((r["score"] for r in results if r.get("score") is not None), p.get("score"))
                 pred_rows.append((tname, ext_id, str(p.get("model_version") or ""), score, results, where))
+    # Label Studio lets one person make several annotations of a task; the latest one counts.
+    latest: dict[tuple[str, str, str], tuple[Any, int]] = {}
+    for i, (tname, ext_id, name, _results, ext, a, where) in enumerate(ann_rows):
+        try:
+            when = parse_time(ext.get("updated_at") or a.get("updated_at"), i, what)
+        except InvalidValue:
+            raise ImportRejected(f"{where}: updated_at {a.get('updated_at')!r} is not an ISO 8601 time.") from None
+        key = (tname, ext_id, name)
+        if key not in latest or when is None or latest[key][0] is None or when >= latest[key][0]:
+            latest[key] = (when, i)
+    superseded = len(ann_rows) - len(latest)
+    ann_rows = [ann_rows[i] for _, i in sorted(latest.values(), key=lambda x: x[1])]
     with no_gc(), transaction.atomic(), sqlite_bulk():
         proj = get_or_create_project(project)
         for name, kind in kinds.items():
@@ -627,7 +639,8 @@ def import_label_studio(
             recs, smp = per_task.setdefault(tname, ([], []))
             recs.append(row)
             smp.append(by_ext[ext_id])
-        counts = {"samples": len(records), "annotations": 0, "predictions": 0, "tasks": sorted(kinds)}
+        counts = {"samples": len(records), "annotations": 0, "predictions": 0, "superseded": superseded,
+                  "tasks": sorted(kinds)}
         for tname, (recs, smp) in per_task.items():
             n, cols = as_columns(recs, what)
             parsed = _parse_rows(existing[tname], n, cols, smp, default_name, what)
