@@ -27,7 +27,7 @@ TRACKER = str(Path(sys.executable).with_name("tracker"))
 
 
 def cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([TRACKER, *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([TRACKER, *args], env=env, capture_output=True, text=True, check=False, timeout=timeout)
 
 
 def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
@@ -50,8 +50,8 @@ def restore_env(subprocess_env, tmp_path):
 
     s = connection.settings_dict
     name = f"{s['NAME']}_restore"
-    admin = dict(dbname="postgres", host=s.get("HOST") or "127.0.0.1", port=s.get("PORT") or 5432,
-                 user=s.get("USER") or None, password=s.get("PASSWORD") or None, autocommit=True)
+    admin = {"dbname": "postgres", "host": s.get("HOST") or "127.0.0.1", "port": s.get("PORT") or 5432,
+             "user": s.get("USER") or None, "password": s.get("PASSWORD") or None, "autocommit": True}
     admin = {k: v for k, v in admin.items() if v is not None}
     with psycopg.connect(**admin) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -149,7 +149,7 @@ def test_backup_while_four_processes_log_metrics_restores_every_committed_point(
     report = json.loads(restored.stdout)
     assert "table counts match the backup" in report["checks"]
     inspect = subprocess.run([sys.executable, "-c", textwrap.dedent(INSPECT)], env=restore_env,
-                             capture_output=True, text=True, timeout=120)
+                             capture_output=True, text=True, check=False, timeout=120)
     assert inspect.returncode == 0, inspect.stderr
     got = json.loads(inspect.stdout)
     assert got["integrity"] == "ok" and got["fk_violations"] == 0
@@ -194,7 +194,7 @@ def test_backup_and_restore_carry_artifacts_and_dataset_snapshots(transactional_
         print(len(v.to_pandas()), v.content_hash)
     """
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(check)], env=restore_env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, check=False, timeout=120)
     assert proc.returncode == 0, proc.stderr
     sha, rest = proc.stdout.strip().split("\n")
     assert sha == hashlib.sha256(payload).hexdigest()

@@ -28,7 +28,7 @@ VERBS = ("init", "doctor", "serve", "createuser", "token", "backup", "restore", 
 
 
 def cli(args: list[str], env: dict[str, str], timeout: float = 120, **kwargs) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([TRACKER, *args], env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
+    return subprocess.run([TRACKER, *args], env=env, capture_output=True, text=True, check=False, timeout=timeout, **kwargs)
 
 
 def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
@@ -167,7 +167,7 @@ def test_serve_answers_then_stops_on_ctrl_c(subprocess_env):
         assert requests.get(f"http://127.0.0.1:{port}/api/projects/", timeout=5).status_code == 401
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
-        out, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
     assert proc.returncode == EXIT_OK, err
     assert f"Serving tracker at http://127.0.0.1:{port}/api/" in err
     one_line_error(cli(["serve", "--port", "0"], subprocess_env), EXIT_USAGE)
@@ -293,10 +293,10 @@ def test_gc_through_the_script(subprocess_env):
 
 def test_manage_py_runs_the_same_commands(subprocess_env):
     proc = subprocess.run([sys.executable, str(ROOT / "manage.py"), "tracker_doctor", "--no-kernel", "--json"],
-                          env=subprocess_env, capture_output=True, text=True, timeout=120)
+                          env=subprocess_env, capture_output=True, text=True, check=False, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["ok"] is True
     proc = subprocess.run([sys.executable, str(ROOT / "manage.py"), "tracker_run_show", "nope"],
-                          env=subprocess_env, capture_output=True, text=True, timeout=120)
+                          env=subprocess_env, capture_output=True, text=True, check=False, timeout=120)
     assert proc.returncode == EXIT_USAGE and proc.stderr.count("\n") == 1
     assert proc.stderr.startswith("manage.py tracker_run_show: error:")

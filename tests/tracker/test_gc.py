@@ -169,8 +169,8 @@ def test_gc_bad_grace(db):
 HOLD_LOCK = """
     import sys, time, tracker
     tracker.configure(quiet=True, migrate=False)
-    from tracker.services import ops
-    with ops.maintenance_lock(exclusive=False, wait=True):
+    from tracker.services import backups
+    with backups.maintenance_lock(exclusive=False, wait=True):
         print("locked", flush=True)
         sys.stdin.readline()
 """

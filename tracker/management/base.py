@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -92,7 +92,7 @@ def to_jsonable(value: Any) -> Any:
                 return None
         if hasattr(value, "total_seconds"):  # pandas Timedelta
             seconds = value.total_seconds()
-            return None if seconds != seconds else seconds
+            return None if math.isnan(seconds) else seconds
         if hasattr(value, "item"):
             return to_jsonable(value.item())
     return str(value)
@@ -111,15 +111,18 @@ def frame_records(frame: Any, index: str | None = None) -> list[dict[str, Any]]:
 
 
 def _scalar(v: Any) -> Any:
+    """None for every kind of missing value (None, NaN, NaT, pandas NA); else ``v``."""
     if v is None:
         return None
-    if isinstance(v, float) and v != v:
-        return None
+    if isinstance(v, float):
+        return None if math.isnan(v) else v
     if type(v).__module__.split(".")[0] in ("numpy", "pandas"):
+        import pandas as pd
+
         try:
-            if v != v:  # NaN, NaT
+            if pd.isna(v):
                 return None
-        except (TypeError, ValueError):
+        except (TypeError, ValueError):  # array-likes are values, not missing
             pass
     return v
 
@@ -150,12 +153,12 @@ def format_value(value: Any) -> str:
 
 
 def format_duration(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds:
+    if seconds is None or math.isnan(seconds):
         return ""
     seconds = float(seconds)
     if seconds < 60:
         return f"{seconds:.1f}s"
-    minutes, s = divmod(int(round(seconds)), 60)
+    minutes, s = divmod(round(seconds), 60)
     if minutes < 60:
         return f"{minutes}m{s:02d}s"
     hours, m = divmod(minutes, 60)
@@ -165,7 +168,14 @@ def format_duration(seconds: float | None) -> str:
     return f"{days}d{h:02d}h"
 
 
-def format_size(n: int | float | None) -> str:
+def seconds_of(value: Any) -> float | None:
+    """A timedelta (or pandas Timedelta/NaT) as seconds; None when missing."""
+    if _scalar(value) is None or not hasattr(value, "total_seconds"):
+        return None
+    return value.total_seconds()
+
+
+def format_size(n: float | None) -> str:
     if n is None:
         return ""
     n = float(n)
@@ -331,7 +341,7 @@ class TrackerCommand(BaseCommand):
     # Apply pending migrations before running (the console script's promise); commands that
     # inspect or replace the database itself (doctor, restore, init) handle that themselves.
     requires_migrations = True
-    requires_system_checks: list[str] = []
+    requires_system_checks: ClassVar[list[str]] = []
     # The name shown in help and errors: "tracker runs compare" when run by the console script.
     cli_name: str | None = None
 

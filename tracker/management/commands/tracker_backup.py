@@ -20,9 +20,9 @@ class Command(TrackerCommand):
         parser.add_argument("--force", action="store_true", help="replace PATH if it exists")
 
     def run(self, *, path: str, force: bool, **options: Any) -> Result:
-        from tracker.services import ops
+        from tracker.services import backups
 
-        report = ops.backup(path, overwrite=force, progress=self.progress)
+        report = backups.backup(path, overwrite=force, progress=self.progress)
         data = {**report.manifest(), "path": report.path, "archive_bytes": report.archive_bytes, "seconds": report.seconds}
         data["files"] = len(report.files)
         counts = report.counts

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from tracker.management.base import EXIT_USAGE, CommandFailed, Result, TrackerCommand, format_size, render_table
+from tracker.management.base import (
+    EXIT_USAGE,
+    CommandFailed,
+    Result,
+    TrackerCommand,
+    format_size,
+    render_table,
+)
 
 
 class Command(TrackerCommand):

@@ -21,10 +21,10 @@ class Command(TrackerCommand):
         parser.add_argument("--force", action="store_true", help="replace a database that already holds data")
 
     def run(self, *, path: str, force: bool, **options: Any) -> Result:
-        from tracker.services import ops
+        from tracker.services import backups, ops
 
         self.input_path(path, "backup")
-        report = ops.restore(path, force=force, progress=self.progress)
+        report = backups.restore(path, force=force, progress=self.progress)
         data = {
             "path": report.path,
             "vendor": report.vendor,

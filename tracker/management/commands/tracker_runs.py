@@ -15,6 +15,7 @@ from tracker.management.base import (
     frame_records,
     parse_key_values,
     render_table,
+    seconds_of,
 )
 
 _BASE_COLUMNS = ["id", "name", "project", "status", "started_at", "duration"]
@@ -80,8 +81,7 @@ class Command(TrackerCommand):
         frame = core.runs_frame(qs)
         rows = frame_records(frame, index="id")
         for r in rows:
-            d = r.get("duration")
-            r["duration"] = d.total_seconds() if hasattr(d, "total_seconds") and d == d else None
+            r["duration"] = seconds_of(r.get("duration"))
         shown = list(_BASE_COLUMNS)
         if all_columns:
             shown += [c for c in frame.columns if c.split(".", 1)[0] in ("params", "metrics", "tags")]

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from tracker.management.base import Result, TrackerCommand, render_table
+from tracker.management.base import (
+    Result,
+    TrackerCommand,
+    format_duration,
+    render_table,
+    seconds_of,
+)
 
 
 class Command(TrackerCommand):
@@ -25,20 +31,14 @@ class Command(TrackerCommand):
 
         table = core.compare(runs, only_differences=diff)
         columns = [str(c) for c in table.columns]
-        rows = []
+        rows, shown = [], []
         for field, values in zip(table.index, table.itertuples(index=False)):
-            row = {"field": str(field)}
-            row.update(dict(zip(columns, values)))
+            cells = dict(zip(columns, values))
             if field == "duration":
-                row.update({c: (v.total_seconds() if hasattr(v, "total_seconds") and v == v else None) for c, v in zip(columns, values)})
-            rows.append(row)
-        data = {"runs": columns, "rows": rows}
-        shown = []
-        for r in rows:
-            if r["field"] == "duration":
-                from tracker.management.base import format_duration
-
-                r = {**r, **{c: format_duration(r[c]) for c in columns}}
-            shown.append(r)
+                cells = {c: seconds_of(v) for c, v in cells.items()}
+                shown.append({"field": field, **{c: format_duration(v) for c, v in cells.items()}})
+            else:
+                shown.append({"field": str(field), **cells})
+            rows.append({"field": str(field), **cells})
         text = render_table(shown, [("field", ""), *columns], empty="The runs do not differ." if diff else "(nothing)")
-        return Result(data, text)
+        return Result({"runs": columns, "rows": rows}, text)

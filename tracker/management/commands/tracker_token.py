@@ -5,7 +5,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tracker.management.base import EXIT_USAGE, CommandFailed, Result, TrackerCommand, render_record, render_table
+from tracker.management.base import (
+    EXIT_USAGE,
+    CommandFailed,
+    Result,
+    TrackerCommand,
+    render_record,
+    render_table,
+)
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
