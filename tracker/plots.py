@@ -99,7 +99,9 @@ def plot_histories(
     if not keys:
         raise InvalidValue("These runs have no metric points to plot yet.")
     if ax is not None and len(keys) > 1:
-        raise InvalidValue(f"ax= takes one panel; pass one key (got {len(keys)}: {', '.join(keys)}).")
+        raise InvalidValue(
+            f"ax= takes one panel; pass one key (got {len(keys)}: {', '.join(keys)})."
+        )
 
     if ax is not None:
         fig, axes = ax.figure, [ax]
@@ -109,7 +111,7 @@ def plot_histories(
         fig = _figure_class()(figsize=(6.4 * cols, 3.6 * rows), layout="constrained")
         grid = fig.subplots(rows, cols, squeeze=False)
         axes = list(grid.ravel())
-        for extra in axes[len(keys):]:
+        for extra in axes[len(keys) :]:
             extra.set_visible(False)
     for key, panel in zip(keys, axes):
         for label, frame in series.items():
@@ -121,7 +123,9 @@ def plot_histories(
                 xs = part["step"].to_numpy()
             else:
                 ts = part["timestamp"]
-                seconds = ts.astype("int64").to_numpy() / 1e9 if hasattr(ts, "dt") else ts.to_numpy()
+                seconds = (
+                    ts.astype("int64").to_numpy() / 1e9 if hasattr(ts, "dt") else ts.to_numpy()
+                )
                 xs = seconds - seconds.min() if x == "relative" else ts.to_numpy()
             order = np.argsort(xs, kind="stable")
             xs, values = xs[order], values[order]

@@ -9,9 +9,9 @@ import os
 import pandas as pd
 import pytest
 from django.core.files.storage import default_storage
+from test_runs_support import _runs_isolated  # noqa: F401
 
 import tracker
-from test_runs_support import _runs_isolated  # noqa: F401
 from tracker.exceptions import ArtifactNotFound, Conflict, InvalidValue, StorageError
 from tracker.models import Artifact, Blob
 from tracker.services import artifacts as core
@@ -65,7 +65,9 @@ def test_bytes_file_objects_dataframes_and_figures(run):
     named = io.BytesIO(b"abc")
     named.name = "/somewhere/data.csv"
     assert run.log_artifact(named).name == "data.csv"
-    frame = pd.DataFrame({"id": [1, 2, 3], "score": [0.5, float("nan"), 2.0], "label": ["a", "b", None]})
+    frame = pd.DataFrame(
+        {"id": [1, 2, 3], "score": [0.5, float("nan"), 2.0], "label": ["a", "b", None]}
+    )
     df_art = run.log_artifact(frame, name="predictions")
     assert df_art.name == "predictions.parquet" and df_art.kind == "dataframe"
     assert df_art.metadata["rows"] == 3 and df_art.metadata["columns"] == ["id", "score", "label"]

@@ -7,17 +7,16 @@ import math
 import os
 import random
 import signal
-import sys
 import threading
 import time
 import warnings
 
 import pytest
 from django.db import OperationalError, connection, connections
-
-import tracker
 from processes import run_python, start_python
 from test_runs_support import _runs_isolated, metric_count, wait_for  # noqa: F401
+
+import tracker
 from tracker.models import Metric, MetricSummary, Run
 from tracker.services import metrics as mc
 
@@ -51,7 +50,7 @@ def test_summaries_agree_on_every_path():
     for n_keys, n in [(1, 10), (1, 6000), (3, 9000), (40, 5000), (2, 5000)]:
         keys = [f"k{i}" for i in range(n_keys)]
         points = []
-        for i in range(n):
+        for _ in range(n):
             v = rng.choice(special) if rng.random() < 0.01 else rng.uniform(-5, 5)
             points.append((rng.choice(keys), rng.randrange(0, n // 2), v, 0.0))
         got = mc.summarize(points)
@@ -59,7 +58,11 @@ def test_summaries_agree_on_every_path():
         assert got.keys() == want.keys()
         for key in want:
             for a, b in zip(got[key], want[key]):
-                assert (a is None and b is None) or a == b or (math.isnan(a) and math.isnan(b)), (key, got[key], want[key])
+                assert (a is None and b is None) or a == b or (math.isnan(a) and math.isnan(b)), (
+                    key,
+                    got[key],
+                    want[key],
+                )
     all_nan = [("x", 0, float("nan"), 0.0)] * 5000
     assert mc.summarize(all_nan)["x"][2:] == (None, None, 5000)
 
@@ -74,7 +77,7 @@ def test_points_reach_the_database_in_the_background(fast_flush):
     wait_for(lambda: _count_elsewhere(run.id) == 1000, timeout=10)
     assert Run.objects.get(uid=run.id).status == "running"
     run.finish()
-    assert Run.objects.get(uid=run.id).status == "finished"
+    assert tracker.get_run(run.id).status == "finished"  # a read here sees this process's writes
     assert MetricSummary.objects.get(run__uid=run.id, key="loss").count == 1000
 
 
@@ -86,6 +89,7 @@ def test_a_full_buffer_is_flushed_before_the_interval(settings):
         run.log_metric("x", float(i))
     wait_for(lambda: _count_elsewhere(run.id) >= 2000, timeout=10)
     run.finish()
+    run.flush()
     assert metric_count(run.id) == 2500
 
 
@@ -100,6 +104,7 @@ def test_memory_stays_bounded_when_logging_outpaces_writing(settings):
         if i % 97 == 0:
             most = max(most, len(run._buf.rows))
     run.finish()
+    run.flush()
     assert most <= cap + 1, (most, cap)
     assert metric_count(run.id) == 60_000
 
@@ -111,12 +116,12 @@ class FlakySink(mc.DatabaseSink):
         self.failures = failures
         self.attempts = 0
 
-    def write(self, run, points, fields=None):
+    def write_many(self, batches):
         self.attempts += 1
         if self.failures:
             self.failures -= 1
             raise OperationalError("could not connect to server: Connection refused")
-        return super().write(run, points, fields)
+        return super().write_many(batches)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -129,6 +134,7 @@ def test_points_are_kept_and_retried_while_the_database_is_unavailable(fast_flus
     wait_for(lambda: _count_elsewhere(run.id) == 500, timeout=20)
     assert sink.attempts >= 3
     run.finish()
+    run.flush()
     assert metric_count(run.id) == 500  # every point exactly once
     messages = [str(w.message) for w in recwarn.list]
     assert any("kept in memory and retried" in m for m in messages), messages
@@ -136,14 +142,26 @@ def test_points_are_kept_and_retried_while_the_database_is_unavailable(fast_flus
 
 
 @pytest.mark.django_db(transaction=True)
-def test_finish_during_an_outage_warns_and_completes_in_the_background(fast_flush):
+def test_finish_during_an_outage_completes_in_the_background(fast_flush, recwarn):
     run = tracker.start_run("outage-finish")
     run.log_metric("x", 1.0)
-    mc.set_sink(FlakySink(failures=1))
-    with pytest.warns(RuntimeWarning, match="retried in the background"):
-        run.finish()
+    mc.set_sink(FlakySink(failures=2))
+    run.finish()  # returns at once: the end is written by the flusher, which retries
+    assert run.status == "finished"
     wait_for(lambda: Run.objects.filter(uid=run.id, status="finished").exists(), timeout=20)
     assert metric_count(run.id) == 1
+    assert any("retried" in str(w.message) for w in recwarn.list)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_durable_and_explicit_flushes_report_an_outage_and_keep_the_points(fast_flush):
+    run = tracker.start_run("outage-durable", durable=True)
+    mc.set_sink(FlakySink(failures=1))
+    with pytest.warns(RuntimeWarning, match="kept and retried in the background"):
+        run.log_metric("x", 1.0)  # the training loop goes on
+    wait_for(lambda: _count_elsewhere(run.id) == 1, timeout=20)
+    run.finish()
+    assert Run.objects.get(uid=run.id).status == "finished"
 
 
 @pytest.mark.postgres_only
@@ -178,6 +196,7 @@ def test_durable_mode_commits_every_call():
     assert _count_elsewhere(run.id) == 7
     assert MetricSummary.objects.get(run__uid=run.id, key="x").last == 4.0
     run.finish()
+    assert _count_elsewhere(run.id) == 7 and Run.objects.get(uid=run.id).status == "finished"
 
 
 @pytest.mark.django_db(transaction=True)

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from django.db import transaction
 from django.utils import timezone
+from test_runs_support import _runs_isolated  # noqa: F401  (autouse fixture)
 
 import tracker
-from test_runs_support import _runs_isolated  # noqa: F401  (autouse fixture)
 from tracker.exceptions import InvalidValue, ParamConflict, RunNotFound
 from tracker.models import Metric, MetricSummary, Project, Run
 
@@ -86,7 +86,9 @@ def test_git_commit_and_dirty_flag_are_captured(tmp_path, monkeypatch):
     (repo / "train.py").write_text("print(1)\n")
     subprocess.run([*git, "add", "train.py"], cwd=repo, check=True)
     subprocess.run([*git, "commit", "-qm", "first"], cwd=repo, check=True)
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
     monkeypatch.chdir(repo)
     _runs_env.clear_caches()
     with tracker.start_run("git") as clean:
@@ -124,7 +126,9 @@ def test_a_run_started_inside_a_rolled_back_transaction_leaves_nothing():
 
 # -- params ----------------------------------------------------------------------------------
 def test_params_are_flattened_and_json():
-    with tracker.start_run("params", params={"optimizer": {"name": "adam", "betas": (0.9, 0.99)}}) as run:
+    with tracker.start_run(
+        "params", params={"optimizer": {"name": "adam", "betas": (0.9, 0.99)}}
+    ) as run:
         run.log_param("lr", np.float32(0.5))
         all_params = run.log_params({"epochs": 3, "data": {"path": "/d", "aug": None}})
     expected = {
@@ -195,8 +199,15 @@ def test_tags_and_notes_are_editable_after_the_run_ended():
 # -- metrics ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "value, fragment",
-    [("0.5", "str"), (None, "None"), (True, "boolean"), (np.bool_(True), "boolean"), ([1, 2], "list"),
-     (np.array([1.0, 2.0]), "not a single number"), (1j, "complex")],
+    [
+        ("0.5", "str"),
+        (None, "None"),
+        (True, "boolean"),
+        (np.bool_(True), "boolean"),
+        ([1, 2], "list"),
+        (np.array([1.0, 2.0]), "not a single number"),
+        (1j, "complex"),
+    ],
 )
 def test_bad_metric_values_fail_at_the_call(value, fragment):
     run = tracker.start_run("metrics-bad")
@@ -211,7 +222,12 @@ def test_bad_metric_values_fail_at_the_call(value, fragment):
 
 def test_bad_steps_and_keys_fail_at_the_call():
     run = tracker.start_run("metrics-bad")
-    for step, fragment in [(1.5, "step must be"), ("3", "step must be"), (True, "step must be"), (2**70, "64-bit")]:
+    for step, fragment in [
+        (1.5, "step must be"),
+        ("3", "step must be"),
+        (True, "step must be"),
+        (2**70, "64-bit"),
+    ]:
         with pytest.raises(InvalidValue, match=fragment):
             run.log_metric("loss", 1.0, step=step)
     for key in ["", " loss", 3, "a\nb", "x" * 251]:
@@ -226,10 +242,22 @@ def test_numbers_of_many_kinds_are_accepted():
     from fractions import Fraction
 
     with tracker.start_run("metrics-kinds") as run:
-        for i, v in enumerate([1, 2.5, np.float32(0.25), np.int64(7), np.float64(3.5), Decimal("0.125"),
-                               Fraction(1, 4), np.array(9.0)]):
+        for i, v in enumerate(
+            [
+                1,
+                2.5,
+                np.float32(0.25),
+                np.int64(7),
+                np.float64(3.5),
+                Decimal("0.125"),
+                Fraction(1, 4),
+                np.array(9.0),
+            ]
+        ):
             run.log_metric("v", v, step=np.int32(i))
-    values = list(Metric.objects.filter(run__uid=run.id).order_by("step").values_list("value", flat=True))
+    values = list(
+        Metric.objects.filter(run__uid=run.id).order_by("step").values_list("value", flat=True)
+    )
     assert values == [1.0, 2.5, 0.25, 7.0, 3.5, 0.125, 0.25, 9.0]
 
 
@@ -240,7 +268,9 @@ def test_nan_and_infinities_are_stored_and_read_back():
         run.log_metric("only_nan", float("nan"))
     hist = run.history()
     x = hist["x"].tolist()
-    assert x[0] == 1.0 and math.isnan(x[1]) and x[2] == math.inf and x[3] == -math.inf and x[4] == 0.5
+    assert (
+        x[0] == 1.0 and math.isnan(x[1]) and x[2] == math.inf and x[3] == -math.inf and x[4] == 0.5
+    )
     s = MetricSummary.objects.get(run__uid=run.id, key="x")
     assert (s.count, s.min, s.max, s.last, s.last_step) == (5, -math.inf, math.inf, 0.5, 4)
     only = MetricSummary.objects.get(run__uid=run.id, key="only_nan")
@@ -263,8 +293,14 @@ def test_steps_default_to_the_next_step_per_key_and_summaries_take_the_highest_s
     hist = run.history(wide=False)
     got = sorted(zip(hist["key"], hist["step"], hist["value"]))
     assert got == [
-        ("acc", 5, 0.1), ("acc", 10, 0.9), ("acc", 11, 0.5),
-        ("loss", 0, 3.0), ("loss", 1, 2.0), ("loss", 2, 1.0), ("loss", 3, 0.5), ("lr", 3, 0.01),
+        ("acc", 5, 0.1),
+        ("acc", 10, 0.9),
+        ("acc", 11, 0.5),
+        ("loss", 0, 3.0),
+        ("loss", 1, 2.0),
+        ("loss", 2, 1.0),
+        ("loss", 3, 0.5),
+        ("lr", 3, 0.01),
     ]
     acc = MetricSummary.objects.get(run__uid=run.id, key="acc")
     assert (acc.last, acc.last_step, acc.min, acc.max, acc.count) == (0.5, 11, 0.1, 0.9, 3)
@@ -290,7 +326,11 @@ def test_history_wide_and_long_and_by_key():
         run.log_metric("eval", 0.7, step=2)
     wide = run.history()
     assert list(wide.columns) == ["acc", "eval", "loss"] and wide.index.name == "step"
-    assert wide.loc[4, "loss"] == 0.0 and wide.loc[2, "eval"] == 0.7 and math.isnan(wide.loc[1, "eval"])
+    assert (
+        wide.loc[4, "loss"] == 0.0
+        and wide.loc[2, "eval"] == 0.7
+        and math.isnan(wide.loc[1, "eval"])
+    )
     only = run.history("eval")
     assert list(only.columns) == ["eval"] and only.index.tolist() == [2]
     long = run.history(["loss"], wide=False)
@@ -346,7 +386,11 @@ def test_resume_continues_steps_and_keeps_params():
 
 
 def run_steps(run_id: str, key: str) -> list[int]:
-    return list(Metric.objects.filter(run__uid=run_id, key=key).order_by("step").values_list("step", flat=True))
+    return list(
+        Metric.objects.filter(run__uid=run_id, key=key)
+        .order_by("step")
+        .values_list("step", flat=True)
+    )
 
 
 def test_runs_collection_filters_lazily():
@@ -377,7 +421,9 @@ def test_runs_collection_filters_lazily():
     assert names(tracker.runs("filters", params={"opt__in": ["sgd"]})) == {"resnet-18"}
     assert names(tracker.runs("filters", params={"opt__ne": "adam"})) == {"resnet-18"}
     assert names(tracker.runs("filters", metrics={"val_loss__lte": 0.3})) == {"resnet-50", "vit"}
-    assert names(everything.filter(status="finished").filter(params={"opt": "adam"})) == {"resnet-50"}
+    assert names(everything.filter(status="finished").filter(params={"opt": "adam"})) == {
+        "resnet-50"
+    }
     assert names(tracker.runs("filters", ids=[ids["vit"]])) == {"vit"}
     assert tracker.runs("filters").order_by("name").first().name == "resnet-18"
     assert [r.name for r in tracker.runs("filters").order_by("-name")[:2]] == ["vit", "resnet-50"]
@@ -395,7 +441,9 @@ def test_runs_frame_has_one_row_per_run_with_params_metrics_tags_and_datasets():
     proj = Project.objects.create(name="frame")
     ds = Dataset.objects.create(project=proj, name="digits")
     version = DatasetVersion.objects.create(dataset=ds, version=3, state=DatasetVersion.State.READY)
-    with tracker.start_run("frame", "a", params={"lr": 0.1, "opt": {"name": "adam"}}, tags={"t": "x"}) as a:
+    with tracker.start_run(
+        "frame", "a", params={"lr": 0.1, "opt": {"name": "adam"}}, tags={"t": "x"}
+    ) as a:
         a.log_metric("loss", 2.0)
         a.log_metric("loss", 1.0)
         a.use_dataset(version.pk, "train")
@@ -405,15 +453,31 @@ def test_runs_frame_has_one_row_per_run_with_params_metrics_tags_and_datasets():
     frame = tracker.runs_frame("frame")
     assert list(frame.index) == [running.id, b.id, a.id]  # newest first
     assert frame.index.name == "id"
-    for col in ["name", "project", "status", "started_at", "ended_at", "duration", "parent",
-                "params.lr", "params.opt.name", "metrics.loss", "metrics.acc", "tags.t", "datasets",
-                "host", "git_commit"]:
+    for col in [
+        "name",
+        "project",
+        "status",
+        "started_at",
+        "ended_at",
+        "duration",
+        "parent",
+        "params.lr",
+        "params.opt.name",
+        "metrics.loss",
+        "metrics.acc",
+        "tags.t",
+        "datasets",
+        "host",
+        "git_commit",
+    ]:
         assert col in frame.columns, col
     assert frame.loc[a.id, "metrics.loss"] == 1.0 and math.isnan(frame.loc[a.id, "metrics.acc"])
     assert frame.loc[b.id, "params.lr"] == 0.2 and frame.loc[a.id, "params.opt.name"] == "adam"
     assert frame.loc[a.id, "tags.t"] == "x"
     assert frame.loc[a.id, "datasets"] == "digits:v3 (train)"
-    assert frame.loc[running.id, "status"] == "running" and pd.isna(frame.loc[running.id, "ended_at"])
+    assert frame.loc[running.id, "status"] == "running" and pd.isna(
+        frame.loc[running.id, "ended_at"]
+    )
     assert frame.loc[a.id, "duration"] > pd.Timedelta(0)
     assert isinstance(frame.loc[running.id, "duration"], pd.Timedelta)
     assert str(frame["started_at"].dt.tz) == "UTC"
@@ -483,8 +547,12 @@ def test_a_run_with_a_stale_heartbeat_reads_as_killed_and_is_stored_so():
 
     proj = Project.objects.create(name="stale")
     old = timezone.now() - dt.timedelta(seconds=30)
-    stale = Run.objects.create(project=proj, uid="stale00000000001", heartbeat_at=old, heartbeat_timeout=5)
-    fresh = Run.objects.create(project=proj, uid="fresh00000000001", heartbeat_at=timezone.now(), heartbeat_timeout=5)
+    stale = Run.objects.create(
+        project=proj, uid="stale00000000001", heartbeat_at=old, heartbeat_timeout=5
+    )
+    fresh = Run.objects.create(
+        project=proj, uid="fresh00000000001", heartbeat_at=timezone.now(), heartbeat_timeout=5
+    )
     # No own timeout recorded: the reader's HEARTBEAT_TIMEOUT (60 s) applies.
     legacy = Run.objects.create(project=proj, uid="legacy0000000001", heartbeat_at=old)
     assert tracker.get_run("stale00000000001").status == "killed"

@@ -6,9 +6,9 @@ import datetime as dt
 
 import pytest
 from django.utils import timezone
+from test_runs_support import _runs_isolated  # noqa: F401
 
 import tracker
-from test_runs_support import _runs_isolated  # noqa: F401
 from tracker.models import Artifact, Metric, MetricSummary, Project, Run
 
 pytestmark = pytest.mark.django_db
@@ -50,10 +50,14 @@ def test_list_pages_render_with_filters_and_search(client, staff, runs):
 
 def test_run_page_shows_params_error_summaries_and_artifacts(client, staff, runs):
     good, bad = runs
-    page = client.get(f"/admin/tracker/run/{Run.objects.get(uid=good.id).pk}/change/").content.decode()
+    page = client.get(
+        f"/admin/tracker/run/{Run.objects.get(uid=good.id).pk}/change/"
+    ).content.decode()
     assert "&quot;lr&quot;: 0.1" in page and "model/w.bin" in page and "download" in page
     assert MetricSummary.objects.get(run__uid=good.id).key in page
-    failed = client.get(f"/admin/tracker/run/{Run.objects.get(uid=bad.id).pk}/change/").content.decode()
+    failed = client.get(
+        f"/admin/tracker/run/{Run.objects.get(uid=bad.id).pk}/change/"
+    ).content.decode()
     assert "ValueError: diverged" in failed
 
 
@@ -71,8 +75,12 @@ def test_artifact_download_streams_the_bytes(client, staff, runs):
 def test_actions_and_stale_runs(client, staff):
     proj = Project.objects.create(name="adm-stale")
     old = timezone.now() - dt.timedelta(minutes=10)
-    dead = Run.objects.create(project=proj, uid="dead000000000000", heartbeat_at=old, heartbeat_timeout=5)
-    alive = Run.objects.create(project=proj, uid="alive00000000000", heartbeat_at=timezone.now(), heartbeat_timeout=600)
+    dead = Run.objects.create(
+        project=proj, uid="dead000000000000", heartbeat_at=old, heartbeat_timeout=5
+    )
+    alive = Run.objects.create(
+        project=proj, uid="alive00000000000", heartbeat_at=timezone.now(), heartbeat_timeout=600
+    )
     client.get("/admin/tracker/run/")  # the list shows current statuses: the dead run is killed
     assert Run.objects.get(pk=dead.pk).status == "killed"
     response = client.post(

@@ -6,9 +6,9 @@ import asyncio
 
 import pandas as pd
 import pytest
+from test_runs_support import _runs_isolated  # noqa: F401
 
 import tracker
-from test_runs_support import _runs_isolated  # noqa: F401
 from tracker._async.runs import AsyncArtifactFile, AsyncRun, AsyncRuns
 from tracker.exceptions import AsyncContextError, ParamConflict, RunNotFound
 from tracker.models import Metric, Run
@@ -18,7 +18,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def test_async_run_lifecycle_metrics_params_artifacts_and_reads(tmp_path):
     async def work():
-        async with await tracker.aio.start_run("aio", "async", params={"lr": 0.1}, tags={"a": 1}) as run:
+        async with await tracker.aio.start_run(
+            "aio", "async", params={"lr": 0.1}, tags={"a": 1}
+        ) as run:
             assert isinstance(run, AsyncRun)
             for i in range(100):
                 await run.log_metric("loss", 1 / (i + 1))
@@ -50,7 +52,9 @@ def test_async_run_lifecycle_metrics_params_artifacts_and_reads(tmp_path):
     run, again, frame, names, listed, table, fig, artifacts, count = asyncio.run(work())
     assert again.status == "finished" and again.params == {"lr": 0.1, "epochs": 3}
     assert again.tags == {"a": 1, "stage": "dev"} and again.notes == "async notes"
-    assert isinstance(frame, pd.DataFrame) and frame.loc[run.id, "metrics.loss"] == pytest.approx(0.01)
+    assert isinstance(frame, pd.DataFrame) and frame.loc[run.id, "metrics.loss"] == pytest.approx(
+        0.01
+    )
     assert names == ["async"] and len(listed) == 1 and count == 1
     assert table.loc["params.lr", "async"] == 0.1
     assert [ax.get_title() for ax in fig.axes] == ["loss"]
@@ -65,7 +69,7 @@ def test_async_with_records_failures_and_interrupts():
             raise RuntimeError("async boom")
 
     async def interrupt():
-        async with await tracker.aio.start_run("aio-fail", "cancelled") as run:
+        async with await tracker.aio.start_run("aio-fail", "cancelled"):
             raise KeyboardInterrupt
 
     with pytest.raises(RuntimeError):

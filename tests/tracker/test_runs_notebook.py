@@ -9,9 +9,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from test_runs_support import _runs_isolated, metric_count, wait_for  # noqa: F401
 
 from notebooks import kernel_session, run_cells, run_notebook
-from test_runs_support import _runs_isolated, metric_count, wait_for  # noqa: F401
 from tracker.models import Metric, Run
 
 pytestmark = [pytest.mark.notebook]
@@ -48,7 +48,10 @@ def test_a_notebook_logs_through_tracker_and_tracker_aio_then_reads_a_dataframe(
     assert lines[1] == "DataFrame 1000 500"
     assert float(cells[4].stdout) == pytest.approx(2 / 500)
     # ... and the test process sees the same runs in the database.
-    assert sorted(Run.objects.filter(project__name="nb").values_list("name", flat=True)) == ["async", "sync"]
+    assert sorted(Run.objects.filter(project__name="nb").values_list("name", flat=True)) == [
+        "async",
+        "sync",
+    ]
     assert Metric.objects.filter(run__project__name="nb").count() == 1500
 
 
@@ -75,7 +78,9 @@ def test_re_executing_a_cell_that_starts_a_run_never_fails(subprocess_env):
     assert Run.objects.get(uid=a1.stdout.strip()).status == "finished"
     assert done.stdout.strip() == "finished finished"
     assert Run.objects.filter(project__name="cells", name="trial").count() == 3
-    assert set(Run.objects.filter(project__name="cells").values_list("status", flat=True)) == {"finished"}
+    assert set(Run.objects.filter(project__name="cells").values_list("status", flat=True)) == {
+        "finished"
+    }
 
 
 def test_interrupting_a_cell_marks_its_run_killed(subprocess_env):
@@ -90,7 +95,10 @@ def test_interrupting_a_cell_marks_its_run_killed(subprocess_env):
         "        time.sleep(0.0005)"
     )
     with kernel_session(subprocess_env) as kernel:
-        assert kernel.run("import tracker\ntracker.configure(quiet=True, flush_interval=0.2)").error is None
+        assert (
+            kernel.run("import tracker\ntracker.configure(quiet=True, flush_interval=0.2)").error
+            is None
+        )
         result = {}
         worker = threading.Thread(target=lambda: result.setdefault("out", kernel.run(cell)))
         worker.start()
@@ -111,10 +119,14 @@ def test_interrupting_a_cell_marks_its_run_killed(subprocess_env):
 def test_the_example_notebook_runs_top_to_bottom(subprocess_env, tmp_path):
     nb = nbformat.read(ROOT / "notebooks" / "runs.ipynb", as_version=4)
     run_notebook(nb, subprocess_env, cwd=tmp_path, timeout=300)
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    errors = [
+        o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
+    ]
     assert not errors, errors
     names = set(Run.objects.filter(project__name="demo").values_list("name", flat=True))
     assert names == {"baseline", "interactive", "async"}
-    assert set(Run.objects.filter(project__name="demo").values_list("status", flat=True)) == {"finished"}
+    assert set(Run.objects.filter(project__name="demo").values_list("status", flat=True)) == {
+        "finished"
+    }
     plot_cell = next(c for c in nb.cells if "plot_metrics" in c.source)
     assert any("image/png" in o.get("data", {}) for o in plot_cell.outputs)

@@ -44,7 +44,9 @@ def _runs_isolated():
     _discard_leftovers()
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05) -> object:
+def wait_for(
+    predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05
+) -> object:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:

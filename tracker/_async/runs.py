@@ -1,8 +1,8 @@
 """Experiment runs (async twins of tracker._sync.runs): the same names, awaitable.
 
-    async with await tracker.aio.start_run(project="mnist") as run:
-        await run.log_metric("loss", 0.3)        # memory only, like the sync API
-    frame = await tracker.aio.runs_frame(project="mnist")
+async with await tracker.aio.start_run(project="mnist") as run:
+    await run.log_metric("loss", 0.3)        # memory only, like the sync API
+frame = await tracker.aio.runs_frame(project="mnist")
 """
 
 from __future__ import annotations
@@ -43,7 +43,11 @@ class AsyncRun(_RunData):
         except Exception as failure:
             if exc is None:
                 raise
-            warnings.warn(f"tracker: could not record the end of run {self.id}: {failure}", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"tracker: could not record the end of run {self.id}: {failure}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         return False
 
     async def log_param(self, key: str, value: Any) -> None:
@@ -82,7 +86,9 @@ class AsyncRun(_RunData):
         """Awaitable :meth:`Run.flush`."""
         return await acall("Run.flush", sync._flush, self._active)
 
-    async def history(self, keys: str | Sequence[str] | None = None, wide: bool = True) -> pd.DataFrame:
+    async def history(
+        self, keys: str | Sequence[str] | None = None, wide: bool = True
+    ) -> pd.DataFrame:
         """Awaitable :meth:`Run.history`."""
         return await acall("Run.history", sync._history, self._active, keys, wide)
 
@@ -109,7 +115,10 @@ class AsyncRun(_RunData):
 
     async def artifacts(self) -> list[AsyncArtifactFile]:
         """Awaitable :meth:`Run.artifacts`."""
-        return [AsyncArtifactFile(i) for i in await acall("Run.artifacts", sync._artifacts, self._active)]
+        return [
+            AsyncArtifactFile(i)
+            for i in await acall("Run.artifacts", sync._artifacts, self._active)
+        ]
 
     async def artifact(self, name: str) -> AsyncArtifactFile:
         """Awaitable :meth:`Run.artifact`."""
@@ -185,7 +194,9 @@ class AsyncRuns(_RunsQuery):
         """Awaitable :meth:`Runs.frame`."""
         return await acall("Runs.frame", sync._q_frame, self)
 
-    async def history(self, keys: str | Sequence[str] | None = None, wide: bool = True) -> pd.DataFrame:
+    async def history(
+        self, keys: str | Sequence[str] | None = None, wide: bool = True
+    ) -> pd.DataFrame:
         """Awaitable :meth:`Runs.history`."""
         return await acall("Runs.history", sync._q_history, self, keys, wide)
 
@@ -221,13 +232,31 @@ async def start_run(
 
     if remote.enabled():
         return await remote.astart_run(  # type: ignore[return-value]
-            project, name, params=params, tags=tags, notes=notes, parent=parent, resume=resume,
-            durable=durable, system_metrics=system_metrics,
+            project,
+            name,
+            params=params,
+            tags=tags,
+            notes=notes,
+            parent=parent,
+            resume=resume,
+            durable=durable,
+            system_metrics=system_metrics,
         )
     site, execution = sync._call_site()
     active = await acall(
-        "start_run", sync._start, project, name, params, tags, notes, parent, resume, durable,
-        system_metrics, site, execution,
+        "start_run",
+        sync._start,
+        project,
+        name,
+        params,
+        tags,
+        notes,
+        parent,
+        resume,
+        durable,
+        system_metrics,
+        site,
+        execution,
     )
     return AsyncRun(active)
 
@@ -254,8 +283,17 @@ async def runs(
     """:func:`tracker.runs` for async code: returns a lazy :class:`AsyncRuns` (no query runs
     until it is used with ``async for`` or an awaited method)."""
     return AsyncRuns(
-        project, status=status, name=name, tags=tags, params=params, metrics=metrics,
-        parent=parent, ids=ids, since=since, order_by=order_by, limit=limit,
+        project,
+        status=status,
+        name=name,
+        tags=tags,
+        params=params,
+        metrics=metrics,
+        parent=parent,
+        ids=ids,
+        since=since,
+        order_by=order_by,
+        limit=limit,
     )
 
 
@@ -275,8 +313,18 @@ async def runs_frame(
 ) -> pd.DataFrame:
     """Awaitable :func:`tracker.runs_frame`."""
     return await acall(
-        "runs_frame", sync.runs_frame.__wrapped__, project, status=status, name=name, tags=tags,
-        params=params, metrics=metrics, parent=parent, ids=ids, since=since, order_by=order_by,
+        "runs_frame",
+        sync.runs_frame.__wrapped__,
+        project,
+        status=status,
+        name=name,
+        tags=tags,
+        params=params,
+        metrics=metrics,
+        parent=parent,
+        ids=ids,
+        since=since,
+        order_by=order_by,
         limit=limit,
     )
 

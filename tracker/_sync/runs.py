@@ -4,7 +4,7 @@
         for step in range(1000):
             run.log_metric("loss", loss, step=step)     # memory only; flushed in the background
         run.log_artifact(fig, name="loss.png")
-    tracker.runs_frame(project="mnist")                  # one row per run, params.*/metrics.*/tags.*
+    tracker.runs_frame(project="mnist")             # one row per run: params.*, metrics.*, tags.*
 
 Re-executing a notebook cell that starts a run never fails: the run an earlier execution of the
 same cell left running is finished, and a new one starts (``resume=run_id`` continues a run).
@@ -232,7 +232,10 @@ def _plot_points(pks: Sequence[int], keys: Any) -> dict[str, Any]:
     from tracker.services import runs as core
 
     frame = core.history(pks, keys, wide=False, with_run=True)
-    known = {pk: (name, uid) for pk, name, uid in RunModel.objects.filter(pk__in=pks).values_list("pk", "name", "uid")}
+    known = {
+        pk: (name, uid)
+        for pk, name, uid in RunModel.objects.filter(pk__in=pks).values_list("pk", "name", "uid")
+    }
     labels = {pk: known[pk][0] or known[pk][1] for pk in pks if pk in known}
     if len(set(labels.values())) < len(labels):
         labels = {pk: f"{labels[pk]} ({known[pk][1]})" for pk in labels}
@@ -268,7 +271,11 @@ class Run(_RunData):
         except Exception as failure:
             if exc is None:
                 raise
-            warnings.warn(f"tracker: could not record the end of run {self.id}: {failure}", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"tracker: could not record the end of run {self.id}: {failure}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         return False
 
     # params, tags, notes
@@ -370,7 +377,9 @@ class Run(_RunData):
             Conflict: the name holds other bytes (and not ``overwrite``).
             StorageError: the storage failed; nothing partial becomes visible.
         """
-        infos = call("Run.log_artifact", _log_artifact, self._active, obj, name, overwrite, metadata)
+        infos = call(
+            "Run.log_artifact", _log_artifact, self._active, obj, name, overwrite, metadata
+        )
         return _single_or_list(infos, ArtifactFile)
 
     def artifacts(self) -> list[ArtifactFile]:
@@ -391,7 +400,9 @@ class Run(_RunData):
         """The dataset versions this run used: ``[(DatasetVersion, context), ...]``."""
         from tracker._sync.datasets import DatasetVersion
 
-        return [(DatasetVersion(info), ctx) for info, ctx in call("Run.inputs", _inputs, self._active)]
+        return [
+            (DatasetVersion(info), ctx) for info, ctx in call("Run.inputs", _inputs, self._active)
+        ]
 
     # lifecycle
     def finish(self, status: str = "finished", error: Any = "") -> None:
@@ -452,7 +463,10 @@ class _ArtifactData:
         return dict(self._info.metadata)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r} {self.kind} {self.size} bytes sha256={self.sha256[:12]}>"
+        return (
+            f"<{type(self).__name__} {self.name!r} {self.kind} {self.size} bytes "
+            f"sha256={self.sha256[:12]}>"
+        )
 
 
 class ArtifactFile(_ArtifactData):
@@ -485,7 +499,18 @@ class ArtifactFile(_ArtifactData):
 
 
 # -- collections -----------------------------------------------------------------------------
-_FILTERS = ("status", "name", "tags", "params", "metrics", "parent", "ids", "since", "order_by", "limit")
+_FILTERS = (
+    "status",
+    "name",
+    "tags",
+    "params",
+    "metrics",
+    "parent",
+    "ids",
+    "since",
+    "order_by",
+    "limit",
+)
 
 
 class _RunsQuery:
@@ -515,7 +540,13 @@ class _RunsQuery:
     ) -> Any:
         """A narrower collection (the same filters as :func:`tracker.runs`); lazy."""
         changes: dict[str, Any] = {}
-        for key, value in (("status", status), ("name", name), ("parent", parent), ("ids", ids), ("since", since)):
+        for key, value in (
+            ("status", status),
+            ("name", name),
+            ("parent", parent),
+            ("ids", ids),
+            ("since", since),
+        ):
             if value is not None:
                 changes[key] = value
         for key, value in (("tags", tags), ("params", params), ("metrics", metrics)):
@@ -688,14 +719,32 @@ def _call_site(depth: int = 2) -> tuple[tuple[str, int] | None, int | None]:
 
 
 def _start(
-    project: Any, name: Any, params: Any, tags: Any, notes: str, parent: Any, resume: Any,
-    durable: Any, system_metrics: Any, site: Any, execution: Any,
+    project: Any,
+    name: Any,
+    params: Any,
+    tags: Any,
+    notes: str,
+    parent: Any,
+    resume: Any,
+    durable: Any,
+    system_metrics: Any,
+    site: Any,
+    execution: Any,
 ) -> ActiveRun:
     from tracker.services import runs as core
 
     return core.start_run(
-        project, name, params=params, tags=tags, notes=notes, parent=parent, resume=resume,
-        durable=durable, system_metrics=system_metrics, site=site, execution=execution,
+        project,
+        name,
+        params=params,
+        tags=tags,
+        notes=notes,
+        parent=parent,
+        resume=resume,
+        durable=durable,
+        system_metrics=system_metrics,
+        site=site,
+        execution=execution,
     )
 
 
@@ -747,13 +796,31 @@ def start_run(
 
     if remote.enabled():
         return remote.start_run(  # type: ignore[return-value]
-            project, name, params=params, tags=tags, notes=notes, parent=parent, resume=resume,
-            durable=durable, system_metrics=system_metrics,
+            project,
+            name,
+            params=params,
+            tags=tags,
+            notes=notes,
+            parent=parent,
+            resume=resume,
+            durable=durable,
+            system_metrics=system_metrics,
         )
     site, execution = _call_site()
     active = call(
-        "start_run", _start, project, name, params, tags, notes, parent, resume, durable,
-        system_metrics, site, execution,
+        "start_run",
+        _start,
+        project,
+        name,
+        params,
+        tags,
+        notes,
+        parent,
+        resume,
+        durable,
+        system_metrics,
+        site,
+        execution,
     )
     return Run(active)
 
@@ -815,8 +882,17 @@ def runs(
         InvalidValue: an unknown status or a malformed filter (when the collection is used).
     """
     return Runs(
-        project, status=status, name=name, tags=tags, params=params, metrics=metrics,
-        parent=parent, ids=ids, since=since, order_by=order_by, limit=limit,
+        project,
+        status=status,
+        name=name,
+        tags=tags,
+        params=params,
+        metrics=metrics,
+        parent=parent,
+        ids=ids,
+        since=since,
+        order_by=order_by,
+        limit=limit,
     )
 
 
@@ -851,8 +927,16 @@ def runs_frame(
         InvalidValue: an unknown status or a malformed filter.
     """
     filters = dict(
-        status=status, name=name, tags=tags, params=params, metrics=metrics, parent=parent,
-        ids=ids, since=since, order_by=order_by, limit=limit,
+        status=status,
+        name=name,
+        tags=tags,
+        params=params,
+        metrics=metrics,
+        parent=parent,
+        ids=ids,
+        since=since,
+        order_by=order_by,
+        limit=limit,
     )
     return _frame(project, {k: v for k, v in filters.items() if v is not None})
 

@@ -16,7 +16,12 @@ from django.utils.html import format_html, format_html_join
 
 from tracker.models import Artifact, Blob, Metric, MetricSummary, Run, RunInput
 
-STATUS_COLORS = {"running": "#1f6feb", "finished": "#1a7f37", "failed": "#cf222e", "killed": "#9a6700"}
+STATUS_COLORS = {
+    "running": "#1f6feb",
+    "finished": "#1a7f37",
+    "failed": "#cf222e",
+    "killed": "#9a6700",
+}
 
 
 def _short(value: Any, limit: int = 90) -> str:
@@ -25,7 +30,10 @@ def _short(value: Any, limit: int = 90) -> str:
 
 
 def _pretty(value: Any) -> str:
-    return format_html("<pre style='margin:0'>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True))
+    return format_html(
+        "<pre style='margin:0'>{}</pre>",
+        json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True),
+    )
 
 
 def _size(n: int | None) -> str:
@@ -75,7 +83,9 @@ class ArtifactInline(admin.TabularInline):
 
     @admin.display(description="")
     def download(self, obj: Artifact) -> str:
-        return format_html("<a href='{}'>download</a>", reverse("admin:tracker_artifact_download", args=[obj.pk]))
+        return format_html(
+            "<a href='{}'>download</a>", reverse("admin:tracker_artifact_download", args=[obj.pk])
+        )
 
 
 class InputInline(admin.TabularInline):
@@ -93,7 +103,17 @@ class InputInline(admin.TabularInline):
 
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
-    list_display = ["uid", "name", "project", "status_badge", "started_at", "duration", "last_metrics", "short_params", "host"]
+    list_display = [
+        "uid",
+        "name",
+        "project",
+        "status_badge",
+        "started_at",
+        "duration",
+        "last_metrics",
+        "short_params",
+        "host",
+    ]
     list_display_links = ["uid", "name"]
     list_filter = ["status", "project", "git_dirty", "host"]
     search_fields = ["uid", "name", "notes", "git_commit", "host", "project__name"]
@@ -102,14 +122,42 @@ class RunAdmin(admin.ModelAdmin):
     show_full_result_count = False
     raw_id_fields = ["parent"]
     fields = [
-        "uid", "project", "name", "parent", "status", "notes", "tags", "params_display",
-        "error_display", "started_at", "ended_at", "heartbeat_at", "heartbeat_timeout", "host",
-        "pid", "git_commit", "git_dirty", "python_version", "packages_display",
+        "uid",
+        "project",
+        "name",
+        "parent",
+        "status",
+        "notes",
+        "tags",
+        "params_display",
+        "error_display",
+        "started_at",
+        "ended_at",
+        "heartbeat_at",
+        "heartbeat_timeout",
+        "host",
+        "pid",
+        "git_commit",
+        "git_dirty",
+        "python_version",
+        "packages_display",
     ]
     readonly_fields = [
-        "uid", "project", "status", "params_display", "error_display", "started_at", "ended_at",
-        "heartbeat_at", "heartbeat_timeout", "host", "pid", "git_commit", "git_dirty",
-        "python_version", "packages_display",
+        "uid",
+        "project",
+        "status",
+        "params_display",
+        "error_display",
+        "started_at",
+        "ended_at",
+        "heartbeat_at",
+        "heartbeat_timeout",
+        "host",
+        "pid",
+        "git_commit",
+        "git_dirty",
+        "python_version",
+        "packages_display",
     ]
     inlines = [SummaryInline, ArtifactInline, InputInline]
     actions = ["mark_finished", "mark_killed"]
@@ -135,7 +183,9 @@ class RunAdmin(admin.ModelAdmin):
     @admin.display(description="metrics (last)")
     def last_metrics(self, obj: Run) -> str:
         summaries = sorted(obj.metric_summaries.all(), key=lambda s: s.key)
-        shown = ", ".join(f"{s.key}={s.last:.4g}" if s.last is not None else f"{s.key}=nan" for s in summaries[:4])
+        shown = ", ".join(
+            f"{s.key}={s.last:.4g}" if s.last is not None else f"{s.key}=nan" for s in summaries[:4]
+        )
         return shown + (" …" if len(summaries) > 4 else "")
 
     @admin.display(description="params")
@@ -152,10 +202,16 @@ class RunAdmin(admin.ModelAdmin):
 
     @admin.display(description="error")
     def error_display(self, obj: Run) -> str:
-        return format_html("<pre style='margin:0;white-space:pre-wrap'>{}</pre>", obj.error) if obj.error else "-"
+        return (
+            format_html("<pre style='margin:0;white-space:pre-wrap'>{}</pre>", obj.error)
+            if obj.error
+            else "-"
+        )
 
     def _end(self, request: HttpRequest, queryset: QuerySet, status: str) -> None:
-        changed = queryset.filter(status=Run.Status.RUNNING).update(status=status, ended_at=timezone.now())
+        changed = queryset.filter(status=Run.Status.RUNNING).update(
+            status=status, ended_at=timezone.now()
+        )
         self.message_user(request, f"{changed} running run(s) marked {status}.", messages.SUCCESS)
 
     @admin.action(description="Mark selected running runs finished")
@@ -231,11 +287,16 @@ class ArtifactAdmin(admin.ModelAdmin):
     def download(self, obj: Artifact) -> str:
         if obj.pk is None:
             return "-"
-        return format_html("<a href='{}'>download</a>", reverse("admin:tracker_artifact_download", args=[obj.pk]))
+        return format_html(
+            "<a href='{}'>download</a>", reverse("admin:tracker_artifact_download", args=[obj.pk])
+        )
 
     def get_urls(self) -> list:
         view = self.admin_site.admin_view(self.download_view)
-        return [path("<int:pk>/download/", view, name="tracker_artifact_download"), *super().get_urls()]
+        return [
+            path("<int:pk>/download/", view, name="tracker_artifact_download"),
+            *super().get_urls(),
+        ]
 
     def download_view(self, request: HttpRequest, pk: int) -> FileResponse:
         if not self.has_view_permission(request):

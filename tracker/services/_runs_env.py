@@ -85,10 +85,22 @@ def _git(args: list[str], cwd: str) -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
+_cwd: tuple[float, str] | None = None
+
+
+def _current_dir(now: float) -> str:
+    # getcwd() is a system call that can cost a millisecond on a busy machine; a start_run
+    # within the cache window of the previous one reuses it.
+    global _cwd
+    if _cwd is None or now - _cwd[0] >= GIT_CACHE_SECONDS:
+        _cwd = (now, os.getcwd())
+    return _cwd[1]
+
+
 def git_state(cwd: str | None = None) -> tuple[str, bool | None]:
     """(commit, dirty) of the repository containing ``cwd``; ("", None) outside one."""
-    cwd = os.path.abspath(cwd or os.getcwd())
     now = time.monotonic()
+    cwd = os.path.abspath(cwd) if cwd else _current_dir(now)
     with _lock:
         hit = _git_cache.get(cwd)
     if hit and now - hit[0] < GIT_CACHE_SECONDS:
@@ -105,11 +117,22 @@ def git_state(cwd: str | None = None) -> tuple[str, bool | None]:
     return state
 
 
+_host: tuple[int, str] | None = None
+
+
+def _hostname() -> str:
+    global _host
+    pid = os.getpid()
+    if _host is None or _host[0] != pid:
+        _host = (pid, socket.gethostname())
+    return _host[1]
+
+
 def capture() -> Environment:
     """The environment of this process, now."""
     commit, dirty = git_state()
     return Environment(
-        host=socket.gethostname(),
+        host=_hostname(),
         pid=os.getpid(),
         python_version=f"{platform.python_implementation()} {sys.version.split()[0]}",
         packages=_package_versions(),
@@ -120,7 +143,8 @@ def capture() -> Environment:
 
 def clear_caches() -> None:
     """Forget cached git state and package versions (tests, long-lived processes)."""
-    global _packages
+    global _packages, _cwd
     with _lock:
         _git_cache.clear()
     _packages = None
+    _cwd = None

@@ -57,21 +57,27 @@ def _prep(model: type, values: Mapping[str, Any]) -> tuple[tuple[Any, ...], list
     return fields, [f.get_db_prep_save(v, connection) for f, v in zip(fields, values.values())]
 
 
+@lru_cache(maxsize=64)
+def _insert_sql(model: type, names: tuple[str, ...], vendor: str, returning: bool) -> str:
+    qn = connection.ops.quote_name
+    fields = _fields(model, names)
+    cols = ", ".join(qn(f.column) for f in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    sql = f"INSERT INTO {qn(model._meta.db_table)} ({cols}) VALUES ({marks})"
+    if returning:
+        sql += f" RETURNING {qn(model._meta.pk.column)}"
+    return _qmark(sql) if vendor == "sqlite" else sql
+
+
 def insert_row(model: type, values: Mapping[str, Any]) -> int:
     """INSERT one row of ``model``; returns its primary key."""
     fields, params = _prep(model, values)
-    qn = connection.ops.quote_name
-    cols = ", ".join(qn(f.column) for f in fields)
-    sql = f"INSERT INTO {qn(model._meta.db_table)} ({cols}) VALUES ({', '.join(['%s'] * len(params))})"
-    if connection.features.can_return_columns_from_insert:
-        cur = execute(f"{sql} RETURNING {qn(model._meta.pk.column)}", params)
-        try:
-            return cur.fetchone()[0]
-        finally:
-            cur.close()
-    cur = execute(sql, params)
+    returning = connection.features.can_return_columns_from_insert
+    sql = _insert_sql(model, tuple(values), connection.vendor, returning)
+    cur = raw_cursor()
     try:
-        return cur.lastrowid
+        cur.execute(sql, params)
+        return cur.fetchone()[0] if returning else cur.lastrowid
     finally:
         cur.close()
 

@@ -37,7 +37,9 @@ def check_key(key: object, what: str) -> str:
             f"as 'loss'."
         )
     if len(key) > MAX_KEY:
-        raise InvalidValue(f"The {what} key {key[:40]!r}... has {len(key)} characters; the limit is {MAX_KEY}.")
+        raise InvalidValue(
+            f"The {what} key {key[:40]!r}... has {len(key)} characters; the limit is {MAX_KEY}."
+        )
     if _CONTROL.search(key):
         raise InvalidValue(f"The {what} key {key!r} contains control characters; remove them.")
     return key
@@ -146,26 +148,39 @@ def flatten(mapping: object, what: str) -> dict[str, Any]:
             f"example {{'lr': 0.001, 'optimizer': {{'name': 'adam'}}}}."
         )
     out: dict[str, Any] = {}
+    label = what.capitalize()
 
     def walk(prefix: str, m: Mapping) -> None:
         for k, v in m.items():
             if not isinstance(k, str):
-                raise InvalidValue(f"A {what} key must be a string, not {type(k).__name__} ({k!r:.40}).")
+                raise InvalidValue(
+                    f"A {what} key must be a string, not {type(k).__name__} ({k!r:.40})."
+                )
             full = f"{prefix}{k}"
             if isinstance(v, Mapping) and v:
                 walk(full + ".", v)
                 continue
             full = check_key(full, what)
-            value = json_value(v, f"{what.capitalize()} {full!r}")
+            cls = v.__class__
+            if cls is int or cls is bool or v is None:
+                value = v  # the common case, already plain JSON
+            elif cls is str:
+                value = v
+                if len(v) > MAX_PARAM_CHARS:
+                    raise InvalidValue(
+                        f"{label} {full!r} is longer than {MAX_PARAM_CHARS} characters; log "
+                        f"large values as an artifact."
+                    )
+            else:
+                value = json_value(v, f"{label} {full!r}")
+                if cls is not float and len(repr(value)) > MAX_PARAM_CHARS:
+                    raise InvalidValue(
+                        f"{label} {full!r} is larger than {MAX_PARAM_CHARS} characters; log "
+                        f"large values as an artifact."
+                    )
             if full in out:
                 raise InvalidValue(
-                    f"{what.capitalize()} {full!r} is given twice (once nested, once with dots); "
-                    f"give it once."
-                )
-            if len(repr(value)) > MAX_PARAM_CHARS:
-                raise InvalidValue(
-                    f"{what.capitalize()} {full!r} is larger than {MAX_PARAM_CHARS} characters; "
-                    f"log large values as an artifact."
+                    f"{label} {full!r} is given twice (once nested, once with dots); give it once."
                 )
             out[full] = value
 

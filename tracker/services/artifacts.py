@@ -78,9 +78,13 @@ def check_artifact_name(name: object) -> str:
         )
     parts = name.split("/")
     if any(p == ".." for p in parts):
-        raise InvalidValue(f"Artifact name {name!r} contains '..'; names cannot leave the run's folder.")
+        raise InvalidValue(
+            f"Artifact name {name!r} contains '..'; names cannot leave the run's folder."
+        )
     if any(p in ("", ".") for p in parts):
-        raise InvalidValue(f"Artifact name {name!r} has an empty or '.' part; write it as 'a/b.txt'.")
+        raise InvalidValue(
+            f"Artifact name {name!r} has an empty or '.' part; write it as 'a/b.txt'."
+        )
     if any(ord(c) < 32 for c in name):
         raise InvalidValue(f"Artifact name {name!r} contains control characters.")
     return name
@@ -118,7 +122,9 @@ def _sources(obj: Any, name: str | None) -> list[_Source]:
             if not files:
                 raise InvalidValue(f"Directory {str(path)!r} holds no files; nothing to log.")
             return [
-                _file_source(p, f"{base}/{p.relative_to(path).as_posix()}", Artifact.Kind.DIRECTORY_FILE)
+                _file_source(
+                    p, f"{base}/{p.relative_to(path).as_posix()}", Artifact.Kind.DIRECTORY_FILE
+                )
                 for p in files
             ]
         raise InvalidValue(
@@ -144,10 +150,20 @@ def _sources(obj: Any, name: str | None) -> list[_Source]:
                 f"convert object columns to strings or numbers first."
             ) from None
         data = buf.getvalue()
-        meta = {"format": "parquet", "rows": int(len(frame)), "columns": [str(c) for c in frame.columns]}
+        meta = {
+            "format": "parquet",
+            "rows": int(len(frame)),
+            "columns": [str(c) for c in frame.columns],
+        }
         return [
-            _Source(_with_suffix(name, ".parquet"), Artifact.Kind.DATAFRAME,
-                    lambda: io.BytesIO(data), len(data), True, meta)
+            _Source(
+                _with_suffix(name, ".parquet"),
+                Artifact.Kind.DATAFRAME,
+                lambda: io.BytesIO(data),
+                len(data),
+                True,
+                meta,
+            )
         ]
     figure = _figure_of(obj)
     if figure is not None:
@@ -159,8 +175,14 @@ def _sources(obj: Any, name: str | None) -> list[_Source]:
         w, h = figure.get_size_inches()
         meta = {"format": "png", "dpi": float(figure.dpi), "inches": [float(w), float(h)]}
         return [
-            _Source(_with_suffix(name, ".png"), Artifact.Kind.FIGURE,
-                    lambda: io.BytesIO(data), len(data), True, meta)
+            _Source(
+                _with_suffix(name, ".png"),
+                Artifact.Kind.FIGURE,
+                lambda: io.BytesIO(data),
+                len(data),
+                True,
+                meta,
+            )
         ]
     if hasattr(obj, "read"):
         if name is None:
@@ -276,7 +298,14 @@ def _progress(total: int | None, name: str) -> Any:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"upload {name}", leave=False)
+    return tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=f"upload {name}",
+        leave=False,
+    )
 
 
 # -- blobs -----------------------------------------------------------------------------------
@@ -384,7 +413,8 @@ def log_artifact(
     if len(set(names)) != len(names):
         raise InvalidValue("Two files map to the same artifact name; rename one of them.")
     existing = {
-        a.name: a.sha256 for a in Artifact.objects.filter(run=run, name__in=names).only("name", "sha256")
+        a.name: a.sha256
+        for a in Artifact.objects.filter(run=run, name__in=names).only("name", "sha256")
     }
     stored: list[tuple[_Source, str, int, str]] = []
     for src in sources:
@@ -417,8 +447,12 @@ def log_artifact(
                 run=run,
                 name=src.name,
                 defaults={
-                    "blob": blob, "kind": src.kind, "size": size, "sha256": sha,
-                    "metadata": {**src.metadata, **extra}, "created_at": now,
+                    "blob": blob,
+                    "kind": src.kind,
+                    "size": size,
+                    "sha256": sha,
+                    "metadata": {**src.metadata, **extra},
+                    "created_at": now,
                 },
             )
             if not created and art.sha256 != sha:
@@ -439,7 +473,9 @@ def _conflict(run: Run, name: str) -> Conflict:
     )
 
 
-def _check_conflict(run: Run, name: str, sha: str, existing: Mapping[str, str], overwrite: bool) -> None:
+def _check_conflict(
+    run: Run, name: str, sha: str, existing: Mapping[str, str], overwrite: bool
+) -> None:
     if name in existing and existing[name] != sha and not overwrite:
         raise _conflict(run, name)
 
@@ -454,7 +490,9 @@ def list_artifacts(run: Run) -> list[ArtifactInfo]:
 def get_artifact(run: Run, name: str) -> ArtifactInfo:
     a = Artifact.objects.filter(run=run, name=name).select_related("blob").first()
     if a is None:
-        known = list(Artifact.objects.filter(run=run).order_by("name").values_list("name", flat=True)[:10])
+        known = list(
+            Artifact.objects.filter(run=run).order_by("name").values_list("name", flat=True)[:10]
+        )
         raise ArtifactNotFound(
             f"Run {run.uid} has no artifact {name!r}. Its artifacts: "
             f"{', '.join(known) if known else 'none'}."

@@ -4,7 +4,7 @@ background flusher (also the heartbeat and the system-metrics sampler), summarie
 The write path, end to end::
 
     run.log_metric(k, v)  ->  MetricBuffer.rows (a list append, no I/O)
-    Flusher thread         ->  flush_buffer(buf)  ->  sink.write(run_pk, points, final_fields)
+    Flusher thread         ->  flush_buffers(all)  ->  sink.write_many(batches), one transaction
 
 ``sink`` is :class:`DatabaseSink` (multi-row INSERT on SQLite, COPY on PostgreSQL, per-key
 summaries upserted in the same transaction). A remote sink (issue 6) implements the same three
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import math
 import os
 import sys
 import threading
@@ -263,20 +262,21 @@ def _summarize_loop(points: Sequence[Point]) -> dict[str, Summary]:
 
 
 # -- sinks -----------------------------------------------------------------------------------
+# One unit of work for one run: (the run's pk, or its creation spec if it is not written yet;
+# its points; run fields to set, or None).
+Batch = tuple[Any, Sequence[Point], Mapping[str, Any] | None]
+
+
 class Sink(Protocol):
     """Where buffered batches go. The database now; a tracker server over HTTP in remote mode."""
 
-    def write(
-        self,
-        run: int | Mapping[str, Any],
-        points: Sequence[Point],
-        fields: Mapping[str, Any] | None = None,
-    ) -> int:
-        """Store ``points`` and apply run ``fields`` (status, ended_at, error) in one unit.
+    def write_many(self, batches: Sequence[Batch]) -> list[int]:
+        """Store every batch in one unit (all or nothing); returns each batch's run pk.
 
-        ``run`` is the run's primary key, or for a run not written yet its creation spec
-        (``{"values": {...Run fields}, "project": name or pk}``), which is inserted in the same
-        unit (the spec gets ``"project_id"``). Returns the run's primary key.
+        A batch's run is its primary key, or for a run not written yet its creation spec
+        (``{"values": {...Run fields}, "project": name or pk}``), inserted in the same unit;
+        the spec then gets ``"project_id"``. Points are (key, step, value, timestamp); fields
+        (status, ended_at, error) are applied to the run.
         """
 
     def heartbeat(self, run_pks: Sequence[int]) -> None:
@@ -292,35 +292,36 @@ HEARTBEAT_LOST = "Heartbeat lost"
 class DatabaseSink:
     """Writes through Django's connection of the calling thread."""
 
-    def write(
-        self,
-        run: int | Mapping[str, Any],
-        points: Sequence[Point],
-        fields: Mapping[str, Any] | None = None,
-    ) -> int:
+    def write_many(self, batches: Sequence[Batch]) -> list[int]:
         from django.db import connection, transaction
 
         from tracker.models import Run
         from tracker.services._runs_sql import insert_row, update_row
+        from tracker.services.runs import project_pk
 
+        pks = []
+        projects: dict[Any, int] = {}
         with transaction.atomic():
-            if isinstance(run, Mapping):
-                from tracker.services.runs import project_pk
-
-                values = dict(run["values"])
-                values["project_id"] = project_pk(run["project"])
-                if fields:
-                    values.update(fields)
-                run_pk = insert_row(Run, values)
-                run["project_id"] = values["project_id"]  # type: ignore[index]
-            else:
-                run_pk = int(run)
-                if fields:
-                    update_row(Run, run_pk, fields)
-            if points:
-                _insert_points(connection, run_pk, points)
-                _upsert_summaries(connection, run_pk, summarize(points))
-        return run_pk
+            for run, points, fields in batches:
+                if isinstance(run, Mapping):
+                    values = dict(run["values"])
+                    ref = run["project"]
+                    if ref not in projects:
+                        projects[ref] = project_pk(ref)
+                    values["project_id"] = projects[ref]
+                    if fields:
+                        values.update(fields)
+                    run_pk = insert_row(Run, values)
+                    run["project_id"] = values["project_id"]  # type: ignore[index]
+                else:
+                    run_pk = int(run)
+                    if fields:
+                        update_row(Run, run_pk, fields)
+                if points:
+                    _insert_points(connection, run_pk, points)
+                    _upsert_summaries(connection, run_pk, summarize(points))
+                pks.append(run_pk)
+        return pks
 
     def heartbeat(self, run_pks: Sequence[int]) -> None:
         from django.db import transaction
@@ -383,7 +384,10 @@ def _insert_points(connection: Any, run_pk: int, points: Sequence[Point]) -> Non
         if full:
             flat = list(chain.from_iterable(points[:full] if full < n else points))
             width = 4 * k
-            cur.executemany(_INSERT + ",".join([one] * k), [flat[i : i + width] for i in range(0, len(flat), width)])
+            cur.executemany(
+                _INSERT + ",".join([one] * k),
+                [flat[i : i + width] for i in range(0, len(flat), width)],
+            )
         if full < n:
             rest = points[full:]
             cur.execute(_INSERT + ",".join([one] * len(rest)), list(chain.from_iterable(rest)))
@@ -449,37 +453,84 @@ def _unavailable_errors() -> tuple[type[BaseException], ...]:
     return (OperationalError, InterfaceError)
 
 
-def flush_buffer(buf: MetricBuffer, sink: Sink | None = None) -> int:
-    """Write what ``buf`` holds (its run's row first if new, its final fields last) now;
-    returns the points written.
+def _pending(buf: MetricBuffer) -> bool:
+    return bool(buf.rows) or buf.create is not None or (buf.final is not None and not buf.done)
 
-    Points leave the buffer only after their transaction committed, so a failed write keeps
-    them for the next attempt. Raises what the sink raised.
+
+def flush_buffers(
+    bufs: Iterable[MetricBuffer], sink: Sink | None = None, *, blocking: bool = True
+) -> int:
+    """Write what these buffers hold in one transaction per round (a run's row first if it is
+    new, its final fields with its last points); returns the points written.
+
+    Points leave a buffer only after their transaction committed, so a failed write keeps
+    them for the next attempt. Locks are taken in one global order, so two threads flushing
+    overlapping sets never deadlock; with ``blocking=False`` a buffer another thread is
+    flushing right now is skipped. Raises what the sink raised.
     """
     sink = sink or get_sink()
+    held = []
+    for buf in sorted({id(b): b for b in bufs}.values(), key=id):
+        if buf.lock.acquire(blocking):
+            held.append(buf)
     written = 0
-    with buf.lock:
-        rows = buf.rows
+    try:
         while True:
-            n = min(len(rows), CHUNK_POINTS)
-            final = buf.final if n == len(rows) and not buf.done else None
-            create = buf.create
-            if not n and create is None and final is None:
+            plan = []
+            for buf in held:
+                if not _pending(buf):
+                    continue
+                n = min(len(buf.rows), CHUNK_POINTS)
+                final = buf.final if n == len(buf.rows) and not buf.done else None
+                if not n and buf.create is None and final is None:
+                    continue
+                # Appends racing with this flush land after index n and stay for the next one.
+                plan.append((buf, n, final))
+            if not plan:
                 break
-            batch = rows[:n]  # appends racing with this flush land after index n and stay
-            pk = sink.write(create if create is not None else buf.run_pk, batch, final)
-            if create is not None:
-                buf.run_pk = pk
-                buf.created = create
-                buf.create = None
-            del rows[:n]
-            written += n
-            if final is not None:
-                buf.done = True
-                break
-        buf.kick_at = len(rows) + buf.limit
-        buf.drained.set()
+            pks = sink.write_many(
+                [
+                    (b.create if b.create is not None else b.run_pk, b.rows[:n], final)
+                    for b, n, final in plan
+                ]
+            )
+            for (buf, n, final), pk in zip(plan, pks):
+                if buf.create is not None:
+                    buf.run_pk = pk
+                    buf.created = buf.create
+                    buf.create = None
+                del buf.rows[:n]
+                written += n
+                if final is not None:
+                    buf.done = True
+    finally:
+        for buf in held:
+            buf.kick_at = len(buf.rows) + buf.limit
+            buf.drained.set()
+            buf.lock.release()
     return written
+
+
+def flush_buffer(buf: MetricBuffer, sink: Sink | None = None) -> int:
+    """Write what ``buf`` holds now (see :func:`flush_buffers`); returns the points written."""
+    return flush_buffers([buf], sink)
+
+
+def flush_pending() -> None:
+    """Write everything this process has buffered, so a read here sees this process's own
+    writes (runs just started or finished, points just logged). An outage is left to the
+    background flusher's retries, with its warning, and does not fail the read."""
+    flusher = _flusher
+    if flusher is None:
+        return
+    bufs = [b for b in flusher.buffers() if not b.inline and _pending(b)]
+    if not bufs:
+        return
+    try:
+        flush_buffers(bufs)
+    except Exception as exc:
+        flusher.wake()
+        log.debug("flush before a read failed: %s", exc)
 
 
 class Flusher:
@@ -512,6 +563,10 @@ class Flusher:
                 )
                 self._thread.start()
         _install_exit_hooks()
+
+    def is_registered(self, buf: MetricBuffer) -> bool:
+        with self._lock:
+            return id(buf) in self._buffers and self._thread is not None
 
     def buffers(self) -> list[MetricBuffer]:
         with self._lock:
@@ -586,22 +641,19 @@ class Flusher:
         buffers = self.buffers()
         self._sample_system(buffers, now)
         ok = True
-        for buf in buffers:
-            if buf.inline and not buf.final:
-                continue
-            if not buf.rows and buf.create is None and (buf.final is None or buf.done):
-                continue
+        due = [b for b in buffers if _pending(b) and (not b.inline or b.final is not None)]
+        if due:
             try:
-                flush_buffer(buf, sink)
+                flush_buffers(due, sink, blocking=False)
             except Exception as exc:
                 ok = False
-                self._failed(buf, exc, sink)
-                break  # the database is likely down for every buffer; retry all later
+                self._failed(due, exc, sink)
         if ok:
             beat_every = float(conf.get("HEARTBEAT_INTERVAL"))
             if now - self._last_beat >= beat_every:
                 owned = [
-                    b.run_pk for b in buffers
+                    b.run_pk
+                    for b in buffers
                     if b.owned and not b.done and not b.inline and b.run_pk is not None
                 ]
                 if owned:
@@ -621,27 +673,26 @@ class Flusher:
                 stacklevel=1,
             )
 
-    def _failed(self, buf: MetricBuffer | None, exc: Exception, sink: Sink) -> None:
+    def _failed(self, bufs: Sequence[MetricBuffer] | None, exc: Exception, sink: Sink) -> None:
         from django.db import IntegrityError
 
-        if (
-            buf is not None
-            and buf.run_pk is not None
-            and isinstance(exc, IntegrityError)
-            and not _run_exists(buf.run_pk)
-        ):
-            # The run was deleted while points were buffered: nothing can hold them any more.
-            dropped = len(buf.rows)
-            with buf.lock:
-                del buf.rows[:]
-                buf.done = True
-            warnings.warn(
-                f"tracker: run #{buf.run_pk} no longer exists; {dropped} buffered metric points "
-                f"were dropped.",
-                RuntimeWarning,
-                stacklevel=1,
-            )
-            return
+        if bufs and isinstance(exc, IntegrityError):
+            gone = [b for b in bufs if b.run_pk is not None and not _run_exists(b.run_pk)]
+            for buf in gone:
+                # The run was deleted while points were buffered: nothing can hold them now.
+                with buf.lock:
+                    dropped = len(buf.rows)
+                    del buf.rows[:]
+                    buf.done = True
+                    buf.final = buf.final or {}
+                warnings.warn(
+                    f"tracker: run #{buf.run_pk} no longer exists; {dropped} buffered metric "
+                    f"points were dropped.",
+                    RuntimeWarning,
+                    stacklevel=1,
+                )
+            if gone:
+                return
         self.healthy = False
         self._failures += 1
         delay = min(RETRY_MAX_SECONDS, 0.5 * 2 ** min(self._failures, 8))
@@ -743,7 +794,16 @@ def get_flusher() -> Flusher:
 
 def register(buf: MetricBuffer) -> None:
     """Hand ``buf`` to the background flusher (not for inline buffers' regular flushes)."""
+    buf.registered = True
     get_flusher().register(buf)
+
+
+def submit(buf: MetricBuffer) -> None:
+    """Have the flusher write ``buf`` soon (registering it if needed), without waiting."""
+    flusher = get_flusher()
+    if not buf.registered or not flusher.is_registered(buf):
+        register(buf)
+    flusher.wake()
 
 
 # -- process exit ----------------------------------------------------------------------------
@@ -839,7 +899,6 @@ def read_points(run_pks: Sequence[int], keys: Sequence[str] | None = None) -> An
     Fields: run_id, key (object), step, value (NaN where the database holds NULL), timestamp.
     """
     import numpy as np
-    from django.db import connection
 
     dtype = [("run_id", "i8"), ("key", "O"), ("step", "i8"), ("value", "f8"), ("timestamp", "f8")]
     if not run_pks:
@@ -856,84 +915,109 @@ def read_points(run_pks: Sequence[int], keys: Sequence[str] | None = None) -> An
         f"SELECT run_id, key, step, value, timestamp FROM tracker_metric WHERE {where} "
         f"ORDER BY run_id, key, step, id"
     )
-    with connection.cursor() as cur:
-        cur.execute(sql, params)
+    from tracker.services._runs_sql import execute
+
+    cur = execute(sql, params)
+    try:
         rows = cur.fetchall()
+    finally:
+        cur.close()
     return np.array(rows, dtype=dtype) if rows else np.empty(0, dtype=dtype)
 
 
-def history_frame(points: Any, *, wide: bool = True, with_run: bool = False) -> Any:
-    """A DataFrame from :func:`read_points` output.
+def _series_points(run_pk: int, key: str) -> Any:
+    """(step, value) of one run's key, ordered by step then logging order, as a NumPy array."""
+    import numpy as np
 
-    wide: one row per step (index ``step``, or ``(run, step)`` with_run), one column per key;
-        a (key, step) logged twice keeps the last value. Otherwise long: columns
-        [run,] key, step, value, timestamp.
-    """
+    from tracker.services._runs_sql import execute
+
+    cur = execute(
+        "SELECT step, value FROM tracker_metric WHERE run_id = %s AND key = %s ORDER BY step, id",
+        [int(run_pk), key],
+    )
+    try:
+        rows = cur.fetchall()
+    finally:
+        cur.close()
+    return (
+        np.array(rows, dtype=[("step", "i8"), ("value", "f8")])
+        if rows
+        else np.empty(0, dtype=[("step", "i8"), ("value", "f8")])
+    )
+
+
+def _keys_of(run_pks: Sequence[int]) -> dict[int, list[str]]:
+    from tracker.services._runs_sql import execute
+
+    marks = ",".join(["%s"] * len(run_pks))
+    cur = execute(
+        f"SELECT run_id, key FROM tracker_metric_summary WHERE run_id IN ({marks}) ORDER BY key",
+        [int(pk) for pk in run_pks],
+    )
+    try:
+        out: dict[int, list[str]] = {}
+        for run_id, key in cur.fetchall():
+            out.setdefault(run_id, []).append(key)
+        return out
+    finally:
+        cur.close()
+
+
+def history_wide(run_pks: Sequence[int], keys: Sequence[str] | None, *, with_run: bool) -> Any:
+    """One row per step (index ``step``, or ``(run_id, step)`` with_run), one column per key; a
+    (key, step) logged twice keeps its last value. One indexed query per (run, key)."""
     import numpy as np
     import pandas as pd
 
-    if not wide:
-        frame = pd.DataFrame(
-            {
-                "run_id": points["run_id"],
-                "key": points["key"],
-                "step": points["step"],
-                "value": points["value"],
-                "timestamp": pd.to_datetime(points["timestamp"], unit="s", utc=True),
-            }
-        )
-        if not with_run:
-            frame = frame.drop(columns="run_id")
-        return frame
-    if len(points) == 0:
+    known = _keys_of(run_pks)
+    frames = []
+    for pk in run_pks:
+        wanted = known.get(pk, []) if keys is None else [k for k in keys if k in known.get(pk, ())]
+        series = {}
+        for key in wanted:
+            pts = _series_points(pk, key)
+            steps, values = pts["step"], pts["value"]
+            if len(steps) > 1 and not np.all(steps[1:] != steps[:-1]):
+                keep = np.append(steps[1:] != steps[:-1], True)  # last of each repeated step
+                steps, values = steps[keep], values[keep]
+            series[key] = pd.Series(
+                values, index=pd.Index(steps, name="step"), name=key, copy=False
+            )
+        if not series:
+            continue
+        if len(series) == 1:
+            frame = next(iter(series.values())).to_frame()
+        else:
+            frame = pd.concat(series, axis=1, sort=True)
+            frame.index.name = "step"
+        if with_run:
+            frame.index = pd.MultiIndex.from_arrays(
+                [np.full(len(frame), pk), frame.index.to_numpy()], names=["run_id", "step"]
+            )
+        frames.append(frame)
+    if not frames:
         idx = (
             pd.MultiIndex.from_arrays([[], []], names=["run_id", "step"])
             if with_run
             else pd.Index([], dtype="int64", name="step")
         )
         return pd.DataFrame(index=idx)
-    columns: dict[Any, Any] = {}
-    bounds = _group_bounds(points, with_run)
-    per_run: dict[int, dict[str, Any]] = {}
-    for run_id, key, lo, hi in bounds:
-        steps = points["step"][lo:hi]
-        values = points["value"][lo:hi]
-        if len(steps) > 1 and not np.all(steps[1:] != steps[:-1]):
-            keep = np.append(steps[1:] != steps[:-1], True)  # last of each repeated step
-            steps, values = steps[keep], values[keep]
-        per_run.setdefault(run_id, {})[key] = pd.Series(values, index=steps, name=key, copy=False)
-    frames = []
-    for run_id, series in per_run.items():
-        if len(series) == 1:
-            (key, s), = series.items()
-            f = s.to_frame()
-        else:
-            f = pd.concat(series, axis=1, sort=True)
-        f.index.name = "step"
-        if with_run:
-            f.index = pd.MultiIndex.from_arrays(
-                [np.full(len(f), run_id), f.index.to_numpy()], names=["run_id", "step"]
-            )
-        frames.append(f)
-    columns = frames[0] if len(frames) == 1 else pd.concat(frames, axis=0, sort=False)
-    return columns
+    return frames[0] if len(frames) == 1 else pd.concat(frames, axis=0, sort=False)
 
 
-def _group_bounds(points: Any, with_run: bool) -> list[tuple[int, str, int, int]]:
-    """(run_id, key, start, end) of each contiguous (run, key) group of sorted points."""
-    import numpy as np
+def history_frame(points: Any, *, with_run: bool = False) -> Any:
+    """Long rows ([run_id,] key, step, value, timestamp) from :func:`read_points` output."""
+    import pandas as pd
 
-    run = points["run_id"]
-    key = points["key"]
-    n = len(points)
-    change = np.zeros(n, dtype=bool)
-    change[0] = True
-    if n > 1:
-        change[1:] = (run[1:] != run[:-1]) | (key[1:] != key[:-1])
-    starts = np.flatnonzero(change)
-    ends = np.append(starts[1:], n)
-    return [(int(run[s]), key[s], int(s), int(e)) for s, e in zip(starts, ends)]
-
-
-def is_nan(value: float | None) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    frame = pd.DataFrame(
+        {
+            "run_id": points["run_id"],
+            "key": points["key"],
+            "step": points["step"],
+            "value": points["value"],
+            "timestamp": pd.to_datetime(points["timestamp"], unit="s", utc=True),
+        }
+    )
+    if not with_run:
+        frame = frame.drop(columns="run_id")
+    return frame

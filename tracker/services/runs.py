@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, QuerySet
 from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from tracker import conf
 from tracker.exceptions import InvalidValue, ParamConflict, RunNotFound
-from tracker.models import MetricSummary, Project, Run, RunInput
+from tracker.models import MetricSummary, Project, Run
 from tracker.models.runs import new_run_uid
 from tracker.services import metrics as metrics_core
 from tracker.services._runs_env import capture
@@ -151,10 +151,16 @@ def resolve(ref: Any) -> Run:
     if mine is not None:
         return ensure_created(mine)
     found = Run.objects.filter(uid=uid).select_related("project", "parent").first()
+    if found is None:
+        # Perhaps a run of this process whose row the flusher has not written yet.
+        metrics_core.flush_pending()
+        found = Run.objects.filter(uid=uid).select_related("project", "parent").first()
     if found is not None:
         return found
     if len(uid) >= UID_PREFIX_MIN:
-        matches = list(Run.objects.filter(uid__startswith=uid).select_related("project", "parent")[:2])
+        matches = list(
+            Run.objects.filter(uid__startswith=uid).select_related("project", "parent")[:2]
+        )
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
@@ -271,7 +277,9 @@ def start_run(
     interval = float(conf.get("SYSTEM_METRICS_INTERVAL")) if sysm else None
     inline = connection.in_atomic_block
     spec = {"values": values, "project": proj.pk if proj.pk is not None else proj.name}
-    buf = metrics_core.MetricBuffer(None, owned=True, inline=inline, system_interval=interval, create=spec)
+    buf = metrics_core.MetricBuffer(
+        None, owned=True, inline=inline, system_interval=interval, create=spec
+    )
     run = Run(**values)
     run.project = proj
     run.parent = parent_run
@@ -323,7 +331,11 @@ def _resume(
     env = capture()
     now = timezone.now()
     with transaction.atomic():
-        run = Run.objects.select_for_update(of=("self",)).select_related("project", "parent").get(pk=run.pk)
+        run = (
+            Run.objects.select_for_update(of=("self",))
+            .select_related("project", "parent")
+            .get(pk=run.pk)
+        )
         run.params = _merge_params(run, params)
         run.tags = _merge_tags(run.tags, tags)
         if notes:
@@ -336,8 +348,16 @@ def _resume(
         run.host, run.pid = env.host, env.pid
         run.save(
             update_fields=[
-                "params", "tags", "notes", "status", "ended_at", "error", "heartbeat_at",
-                "heartbeat_timeout", "host", "pid",
+                "params",
+                "tags",
+                "notes",
+                "status",
+                "ended_at",
+                "error",
+                "heartbeat_at",
+                "heartbeat_timeout",
+                "host",
+                "pid",
             ]
         )
         steps = next_steps(run)
@@ -376,16 +396,16 @@ def next_steps(run: Run) -> dict[str, int]:
 
 # -- finishing -------------------------------------------------------------------------------
 def finish_run(active: ActiveRun, status: str = Run.Status.FINISHED, error: str = "") -> Run:
-    """Write the remaining points and the final status in one transaction (with the run's row
-    itself if it was not written yet).
+    """End a run: its remaining points and final status are written by the background flusher
+    at once (in one transaction with other runs' pending writes), so finishing costs no
+    database round trip. Durable runs and runs inside the caller's ``transaction.atomic()`` are
+    written before this returns. Reads in this process always see the end (they write what is
+    pending first); other processes within ``FLUSH_INTERVAL``.
 
-    If the database is unavailable, the flusher keeps retrying all of it (a warning says so),
-    so finishing never raises for a database outage.
+    Never raises for a database outage: the flusher keeps retrying (a warning says so).
     """
     if status not in STATUSES or status == Run.Status.RUNNING:
-        raise InvalidValue(
-            f"A run finishes as 'finished', 'failed' or 'killed', not {status!r}."
-        )
+        raise InvalidValue(f"A run finishes as 'finished', 'failed' or 'killed', not {status!r}.")
     if not isinstance(error, str):
         error = str(error)
     with active.lock:
@@ -399,19 +419,10 @@ def finish_run(active: ActiveRun, status: str = Run.Status.FINISHED, error: str 
         else:
             buf.final = fields
             buf.system_interval = None
-            try:
-                metrics_core.flush_buffer(buf)
-            except metrics_core._unavailable_errors() as exc:
-                buf.inline = False
-                metrics_core.register(buf)
-                metrics_core.get_sink().close()
-                warnings.warn(
-                    f"tracker: could not write run {active.run.uid}'s end ({type(exc).__name__}: "
-                    f"{exc}); its {len(buf.rows)} remaining points and status are kept and "
-                    f"retried in the background.",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+            if active.durable or buf.inline:
+                _flush_now(active)
+            else:
+                metrics_core.submit(buf)
         active.finished = True
         with _open_lock:
             _open.pop(active.run.uid, None)
@@ -419,6 +430,23 @@ def finish_run(active: ActiveRun, status: str = Run.Status.FINISHED, error: str 
         for k, v in fields.items():
             setattr(active.run, k, v)
     return active.run
+
+
+def _flush_now(active: ActiveRun) -> None:
+    buf = active.buffer
+    try:
+        metrics_core.flush_buffer(buf)
+    except metrics_core._unavailable_errors() as exc:
+        buf.inline = False
+        metrics_core.get_sink().close()
+        metrics_core.submit(buf)
+        warnings.warn(
+            f"tracker: could not write run {active.run.uid} now ({type(exc).__name__}: {exc}); "
+            f"its {len(buf.rows)} pending points and changes are kept and retried in the "
+            f"background.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def flush(active: ActiveRun) -> int:
@@ -430,17 +458,7 @@ def flush(active: ActiveRun) -> int:
 
 def log_metric_durable(active: ActiveRun) -> None:
     """Durable mode: commit what was just appended, or leave it to the flusher on an outage."""
-    try:
-        metrics_core.flush_buffer(active.buffer)
-    except metrics_core._unavailable_errors() as exc:
-        metrics_core.get_sink().close()
-        metrics_core.register(active.buffer)
-        warnings.warn(
-            f"tracker: durable write of run {active.run.uid} failed ({type(exc).__name__}); the "
-            f"point is kept and retried in the background.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+    _flush_now(active)
 
 
 # -- params, tags, notes ---------------------------------------------------------------------
@@ -535,6 +553,7 @@ def reap_stale(now: dt.datetime | None = None) -> list[int]:
     Read-only (one small SELECT) unless something is stale. Runs open in this process are alive
     by definition and never reaped here.
     """
+    metrics_core.flush_pending()  # read this process's own writes
     now = now or timezone.now()
     default = float(conf.get("HEARTBEAT_TIMEOUT"))
     mine = {a.pk for a in open_runs()}
@@ -563,8 +582,21 @@ def reap_stale(now: dt.datetime | None = None) -> list[int]:
 
 # -- querying --------------------------------------------------------------------------------
 _LOOKUPS = {
-    "exact", "iexact", "gt", "gte", "lt", "lte", "in", "contains", "icontains", "startswith",
-    "istartswith", "endswith", "iendswith", "isnull", "ne",
+    "exact",
+    "iexact",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "in",
+    "contains",
+    "icontains",
+    "startswith",
+    "istartswith",
+    "endswith",
+    "iendswith",
+    "isnull",
+    "ne",
 }
 
 
@@ -604,11 +636,15 @@ def _metric_filters(qs: QuerySet, spec: Any) -> QuerySet:
     if spec is None:
         return qs
     if not isinstance(spec, Mapping):
-        raise InvalidValue("metrics filters are a dict such as {'val_loss__lt': 0.3} (last values).")
+        raise InvalidValue(
+            "metrics filters are a dict such as {'val_loss__lt': 0.3} (last values)."
+        )
     for raw_key, value in spec.items():
         key, lookup = _split_lookup(str(raw_key))
         if lookup not in {"exact", "gt", "gte", "lt", "lte", "isnull"}:
-            raise InvalidValue(f"Metric filters support gt, gte, lt, lte, exact and isnull, not {lookup!r}.")
+            raise InvalidValue(
+                f"Metric filters support gt, gte, lt, lte, exact and isnull, not {lookup!r}."
+            )
         cond = MetricSummary.objects.filter(run=OuterRef("pk"), key=key)
         if lookup == "isnull":
             cond = cond.filter(last__isnull=bool(value))
@@ -686,14 +722,26 @@ def count_runs(qs: QuerySet) -> int:
 
 def _fetch(qs: QuerySet) -> list[tuple]:
     sql, params = qs.query.sql_with_params()
+    return _fetch_sql(sql, params)
+
+
+def _fetch_sql(sql: str, params: Sequence[Any]) -> list[tuple]:
     with connection.cursor() as cur:
         cur.execute(sql, params)
         return cur.fetchall()
 
 
 def _loads(values: Sequence[Any]) -> list[dict]:
-    loads = json.loads
-    return [loads(v) if v.__class__ is str else (v or {}) for v in values]
+    """JSON texts decoded in one call (the decoder's per-call overhead dominates small dicts)."""
+    if all(v.__class__ is str for v in values):
+        return json.loads("[" + ",".join(values) + "]")
+    return [json.loads(v) if isinstance(v, str) else (v or {}) for v in values]
+
+
+def _columns(dicts: Sequence[dict], prefix: str) -> dict[str, list]:
+    """Dicts (one per run) as columns named prefix + key, keys in order of first appearance."""
+    keys = dict.fromkeys(k for d in dicts for k in d)
+    return {prefix + k: [d.get(k) for d in dicts] for k in keys}
 
 
 def _datetimes(values: Sequence[Any]) -> Any:
@@ -705,97 +753,105 @@ def _datetimes(values: Sequence[Any]) -> Any:
 
 
 _FRAME_FIELDS = (
-    "pk", "uid", "name", "project__name", "status", "started_at", "ended_at", "parent__uid",
-    "params", "tags", "host", "git_commit",
+    "pk",
+    "uid",
+    "name",
+    "project__name",
+    "status",
+    "started_at",
+    "ended_at",
+    "parent__uid",
+    "params",
+    "tags",
+    "host",
+    "git_commit",
 )
+_BASE_COLUMNS = ["name", "project", "status", "started_at", "ended_at", "duration", "parent"]
 
 
 def runs_frame(qs: QuerySet) -> Any:
     """One row per run (index: run id) with status, times, duration, ``params.*``, ``metrics.*``
-    (last values), ``tags.*`` and the dataset versions the run used."""
-    import numpy as np
+    (last values), ``tags.*`` and the dataset versions the run used.
+
+    Built from raw rows (no model instances): three queries, JSON decoded in one call."""
     import pandas as pd
 
     reap_stale()
     rows = _fetch(qs.values_list(*_FRAME_FIELDS))
     if not rows:
         return pd.DataFrame(
-            columns=["name", "project", "status", "started_at", "ended_at", "duration", "parent",
-                     "datasets", "host", "git_commit"],
+            columns=[*_BASE_COLUMNS, "datasets", "host", "git_commit"],
             index=pd.Index([], name="id"),
         )
     cols = list(zip(*rows))
-    pks = np.array(cols[0], dtype=np.int64)
+    pks = cols[0]
     started = _datetimes(cols[5])
     ended = _datetimes(cols[6])
     now = pd.Timestamp(timezone.now())
-    base = pd.DataFrame(
-        {
-            "name": cols[2],
-            "project": cols[3],
-            "status": cols[4],
-            "started_at": started.to_numpy(),
-            "ended_at": ended.to_numpy(),
-        },
-        index=pd.Index(cols[1], name="id"),
-    )
-    base["duration"] = base["ended_at"].fillna(now) - base["started_at"]
-    base["parent"] = cols[7]
-    parts = [base]
-    params = pd.DataFrame(_loads(cols[8]), index=base.index)
-    if len(params.columns):
-        parts.append(params.add_prefix("params."))
-    metric_frame = _last_metrics(qs, pks, base.index)
-    if metric_frame is not None:
-        parts.append(metric_frame)
-    tags = pd.DataFrame(_loads(cols[9]), index=base.index)
-    if len(tags.columns):
-        parts.append(tags.add_prefix("tags."))
-    extra = pd.DataFrame(
-        {"datasets": _datasets(qs, pks), "host": cols[10], "git_commit": cols[11]},
-        index=base.index,
-    )
-    parts.append(extra)
-    return pd.concat(parts, axis=1) if len(parts) > 1 else base
+    data: dict[str, Any] = {
+        "name": cols[2],
+        "project": cols[3],
+        "status": cols[4],
+        "started_at": started.to_numpy(),
+        "ended_at": ended.to_numpy(),
+        "duration": (ended.fillna(now) - started).to_numpy(),
+        "parent": cols[7],
+    }
+    data.update(_columns(_loads(cols[8]), "params."))
+    subquery = _pk_subquery(qs)
+    data.update(_last_metrics(subquery, pks))
+    data.update(_columns(_loads(cols[9]), "tags."))
+    data["datasets"] = _datasets(subquery, pks)
+    data["host"] = cols[10]
+    data["git_commit"] = cols[11]
+    frame = pd.DataFrame(data, index=pd.Index(cols[1], name="id"))
+    return frame
 
 
-def _last_metrics(qs: QuerySet, pks: Any, index: Any) -> Any:
+def _last_metrics(subquery: tuple[str, Sequence[Any]], pks: Sequence[int]) -> dict[str, Any]:
     import numpy as np
-    import pandas as pd
 
-    sub = MetricSummary.objects.filter(run_id__in=_pk_subquery(qs)).values_list("run_id", "key", "last")
-    rows = _fetch(sub)
-    if not rows:
-        return None
-    run_ids, keys, lasts = zip(*rows)
-    long = pd.DataFrame(
-        {"run_id": np.array(run_ids, dtype=np.int64), "key": keys,
-         "last": np.array(lasts, dtype=float)}
+    sql, params = subquery
+    rows = _fetch_sql(
+        f"SELECT run_id, key, {connection.ops.quote_name('last')} FROM tracker_metric_summary "
+        f"WHERE run_id IN ({sql})",
+        params,
     )
-    wide = long.pivot(index="run_id", columns="key", values="last")
-    wide = wide.reindex(pks)
-    wide.index = index
-    wide.columns = ["metrics." + str(c) for c in wide.columns]
-    return wide
+    if not rows:
+        return {}
+    keys = sorted({r[1] for r in rows})
+    col = {k: i for i, k in enumerate(keys)}
+    pos = {pk: i for i, pk in enumerate(pks)}
+    table = np.full((len(pks), len(keys)), np.nan)
+    for run_id, key, last in rows:
+        i = pos.get(run_id)
+        if i is not None and last is not None:
+            table[i, col[key]] = last
+    return {f"metrics.{k}": table[:, j] for k, j in col.items()}
 
 
-def _pk_subquery(qs: QuerySet) -> Any:
+def _pk_subquery(qs: QuerySet) -> tuple[str, Sequence[Any]]:
+    """SQL (and params) selecting the pks of ``qs``, for ``run_id IN (...)``."""
     if qs.query.is_sliced:
-        # A sliced queryset cannot be reused as a subquery everywhere; its ids are few anyway.
-        return list(qs.values_list("pk", flat=True))
-    return qs.order_by().values("pk")
+        # A LIMIT inside IN (...) is not portable; the ids of a sliced queryset are few anyway.
+        ids = list(qs.values_list("pk", flat=True)) or [-1]
+        return ",".join(["%s"] * len(ids)), ids
+    return qs.order_by().values("pk").query.sql_with_params()
 
 
-def _datasets(qs: QuerySet, pks: Any) -> list[str]:
-    rows = _fetch(
-        RunInput.objects.filter(run_id__in=_pk_subquery(qs))
-        .order_by("run_id", "id")
-        .values_list("run_id", "version__dataset__name", "version__version", "context")
+def _datasets(subquery: tuple[str, Sequence[Any]], pks: Sequence[int]) -> list[str]:
+    sql, params = subquery
+    rows = _fetch_sql(
+        "SELECT ri.run_id, d.name, v.version, ri.context FROM tracker_run_input ri "
+        "JOIN tracker_dataset_version v ON v.id = ri.version_id "
+        "JOIN tracker_dataset d ON d.id = v.dataset_id "
+        f"WHERE ri.run_id IN ({sql}) ORDER BY ri.run_id, ri.created_at, ri.id",
+        params,
     )
     used: dict[int, list[str]] = {}
     for run_id, ds, version, context in rows:
         used.setdefault(run_id, []).append(f"{ds}:v{version} ({context})")
-    return [", ".join(used.get(int(pk), ())) for pk in pks]
+    return [", ".join(used.get(pk, ())) for pk in pks]
 
 
 def compare(refs: Sequence[Any], *, only_differences: bool = False) -> Any:
@@ -809,7 +865,9 @@ def compare(refs: Sequence[Any], *, only_differences: bool = False) -> Any:
     pks = [r.pk for r in runs]
     frame = runs_frame(Run.objects.filter(pk__in=pks))
     frame = frame.loc[[r.uid for r in runs]]
-    summaries = MetricSummary.objects.filter(run_id__in=pks).values_list("run_id", "key", "min", "max")
+    summaries = MetricSummary.objects.filter(run_id__in=pks).values_list(
+        "run_id", "key", "min", "max"
+    )
     uid_of = {r.pk: r.uid for r in runs}
     extra: dict[str, dict[str, float]] = {}
     for run_id, key, lo, hi in summaries:
@@ -853,11 +911,15 @@ def _isnan(v: Any) -> bool:
         return False
 
 
-def history(run_pks: Sequence[int], keys: Sequence[str] | None, *, wide: bool, with_run: bool) -> Any:
+def history(
+    run_pks: Sequence[int], keys: Sequence[str] | None, *, wide: bool, with_run: bool
+) -> Any:
     """Metric histories as a DataFrame (see :func:`tracker.services.metrics.history_frame`)."""
     if keys is not None:
         if isinstance(keys, str):
             keys = [keys]
         keys = [str(k) for k in keys]
-    points = metrics_core.read_points(run_pks, keys)
-    return metrics_core.history_frame(points, wide=wide, with_run=with_run)
+    metrics_core.flush_pending()
+    if wide:
+        return metrics_core.history_wide(run_pks, keys, with_run=with_run)
+    return metrics_core.history_frame(metrics_core.read_points(run_pks, keys), with_run=with_run)
