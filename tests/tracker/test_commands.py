@@ -418,3 +418,30 @@ def test_every_command_documents_an_example():
         assert cmd.examples and all(e.startswith("tracker ") or "tracker " in e for e in cmd.examples), verb
         help_text = cmd.create_parser("manage.py", name).format_help()
         assert "examples:" in help_text and "exit codes:" in help_text and "--json" in help_text
+
+
+def test_progress_bars_when_asked_and_never_in_json(transactional_db, tmp_path, capsys):
+    from tracker.models import Run
+    from tracker.services import artifacts
+
+    run_model = Run.objects.create(project=_project("bars"), name="r")
+    artifacts.log_artifact(run_model, b"x" * 100_000, "blob.bin")
+    err = io.StringIO()
+    call_command("tracker_backup", str(tmp_path / "a.tar"), progress=True, stdout=io.StringIO(), stderr=err)
+    assert "backup files" in err.getvalue()
+    err = io.StringIO()
+    call_command("tracker_backup", str(tmp_path / "b.tar"), json=True, stdout=io.StringIO(), stderr=err)
+    assert err.getvalue() == ""
+    path = tmp_path / "s.csv"
+    path.write_text("id,v\n" + "".join(f"{i},{i}\n" for i in range(50)))
+    capsys.readouterr()
+    call_command("tracker_import_samples", "bars", str(path), progress=True, stdout=io.StringIO())
+    assert "import s.csv" in capsys.readouterr().err
+    call_command("tracker_import_samples", "bars", str(path), progress=False, stdout=io.StringIO())
+    assert "import s.csv" not in capsys.readouterr().err
+
+
+def _project(name):
+    from tracker.models import Project
+
+    return Project.objects.get_or_create(name=name)[0]

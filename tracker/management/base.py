@@ -466,6 +466,12 @@ class TrackerCommand(BaseCommand):
         return tqdm(total=total, desc=desc, unit=unit, disable=not self.progress_enabled(),
                     file=self.stderr._out, leave=False, **kwargs)
 
+    def progress_choice(self) -> bool | None:
+        """For services that draw their own bars: True (asked), False (off), None (their rule)."""
+        if self.options.get("progress") is not None:
+            return bool(self.options["progress"])
+        return None if self.progress_enabled() else False
+
     def progress_enabled(self) -> bool:
         from tracker import conf
 

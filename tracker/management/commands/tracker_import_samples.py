@@ -59,7 +59,7 @@ class Command(TrackerCommand):
                 media_field=media_field,
                 store_media=not no_store_media,
                 format=format,
-                progress=None if self.progress_enabled() else False,
+                progress=self.progress_choice(),
             )
         except ImportRejected as exc:
             if options.get("json") and exc.report is not None:
