@@ -30,16 +30,16 @@ class _ReadOnly:
 class VersionInline(_ReadOnly, admin.TabularInline):
     model = DatasetVersion
     extra = 0
-    fields = ["version", "state", "sample_count", "split_counts", "content_hash", "created_at"]
+    fields = ("version", "state", "sample_count", "split_counts", "content_hash", "created_at")
     readonly_fields = fields
-    ordering = ["-version"]
+    ordering = ("-version",)
     show_change_link = True
 
 
 class RunInputInline(_ReadOnly, admin.TabularInline):
     model = RunInput
     extra = 0
-    fields = ["run", "context", "created_at"]
+    fields = ("run", "context", "created_at")
     readonly_fields = fields
     verbose_name = "run that used this version"
     verbose_name_plural = "runs that used this version"
@@ -47,13 +47,13 @@ class RunInputInline(_ReadOnly, admin.TabularInline):
 
 @admin.register(Dataset)
 class DatasetAdmin(admin.ModelAdmin):
-    list_display = ["name", "project", "latest_version", "ready_versions", "created_at"]
-    list_filter = ["project"]
-    search_fields = ["name", "description"]
-    list_select_related = ["project"]
+    list_display = ("name", "project", "latest_version", "ready_versions", "created_at")
+    list_filter = ("project",)
+    search_fields = ("name", "description")
+    list_select_related = ("project",)
     # The name and project identify the versions' lineage: only the description may change.
-    readonly_fields = ["project", "name", "created_at"]
-    inlines = [VersionInline]
+    readonly_fields = ("project", "name", "created_at")
+    inlines = (VersionInline,)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # datasets are made by create_dataset, with their first version
@@ -62,7 +62,10 @@ class DatasetAdmin(admin.ModelAdmin):
         return (
             super()
             .get_queryset(request)
-            .annotate(n_ready=Count("versions", filter=_READY), top=Max("versions__version", filter=_READY))
+            .annotate(
+                n_ready=Count("versions", filter=_READY),
+                top=Max("versions__version", filter=_READY),
+            )
         )
 
     @admin.display(description="latest", ordering="top")
@@ -76,7 +79,7 @@ class DatasetAdmin(admin.ModelAdmin):
 
 @admin.register(DatasetVersion)
 class DatasetVersionAdmin(_ReadOnly, admin.ModelAdmin):
-    list_display = [
+    list_display = (
         "__str__",
         "project",
         "state",
@@ -84,12 +87,12 @@ class DatasetVersionAdmin(_ReadOnly, admin.ModelAdmin):
         "split_counts",
         "short_hash",
         "created_at",
-    ]
-    list_filter = ["state", "dataset__project"]
-    search_fields = ["dataset__name", "content_hash", "description"]
-    list_select_related = ["dataset__project"]
+    )
+    list_filter = ("state", "dataset__project")
+    search_fields = ("dataset__name", "content_hash", "description")
+    list_select_related = ("dataset__project",)
     show_full_result_count = False
-    fields = [
+    fields = (
         "dataset",
         "version",
         "state",
@@ -104,9 +107,9 @@ class DatasetVersionAdmin(_ReadOnly, admin.ModelAdmin):
         "snapshot",
         "created_at",
         "created_by",
-    ]
+    )
     readonly_fields = fields
-    inlines = [RunInputInline]
+    inlines = (RunInputInline,)
 
     @admin.display(ordering="dataset__project__name")
     def project(self, obj: DatasetVersion) -> str:

@@ -202,7 +202,9 @@ def freeze(
             found = {}
         if found:
             clabels = [found.get(pk) or {} for pk in cpks]
-            ltexts = [json.dumps(lab, sort_keys=True, default=str) if lab else "" for lab in clabels]
+            ltexts = [
+                json.dumps(lab, sort_keys=True, default=str) if lab else "" for lab in clabels
+            ]
         else:
             clabels = [{}] * len(cpks)
             ltexts = [""] * len(cpks)

@@ -606,21 +606,19 @@ def version_sample_ids(version_id: int) -> Any:
 
 
 def _run_model(run: Any) -> Run:
-    if isinstance(run, Run):
-        return run
-    if isinstance(run, str):
-        found = Run.objects.filter(uid=run).first()
-        if found is None:
-            raise RunNotFound(f"There is no run with id {run!r}.")
-        return found
-    for attr in ("model", "_model", "run"):
-        inner = getattr(run, attr, None)
-        if isinstance(inner, Run):
-            return inner
-    uid = getattr(run, "uid", None) or getattr(run, "id", None)
-    if isinstance(uid, str):
-        return _run_model(uid)
-    raise InvalidValue(f"Expected a run (a Run or its id), not {type(run).__name__}.")
+    """The saved Run row for a run handle, a Run, or a run id.
+
+    A run started in this process may not be written yet (its row is written with its first
+    metrics); the runs service writes it now, so lineage can point at it.
+    """
+    from tracker.services import runs
+
+    if isinstance(run, Run) and run.pk is None:
+        run = run.uid
+    found = runs.resolve(run)
+    if found.pk is None:  # pragma: no cover - resolve() writes open runs first
+        raise RunNotFound(f"Run {found.uid} is not stored yet; log to it or finish it first.")
+    return found
 
 
 def _version_pk(version: Any) -> int:
