@@ -496,3 +496,21 @@ def test_async_twins(tmp_path: Path):
 
     df = asyncio.run(work())
     pd.testing.assert_frame_equal(df, tracker.get_dataset("aio", 1).to_pandas())
+
+
+def test_diff_merges_ids_in_code_point_order():
+    """Ids whose order differs between byte order and a locale collation ("B" < "a" < "é")."""
+    ids = ["B", "a", "a-1", "Z9", "é", "e", "10", "9", "_x", "ß"]
+    tracker.add_samples("order", [{"id": i, "v": 1} for i in ids])
+    v1 = tracker.create_dataset("order", _samples("order"))
+    from tracker.models import Sample
+
+    Sample.objects.filter(external_id__in=["é", "B"]).delete()
+    Sample.objects.filter(external_id="a").update(data={"v": 2})
+    tracker.add_samples("order", [{"id": "A", "v": 1}, {"id": "ü", "v": 1}])
+    v2 = tracker.create_dataset("order", _samples("order"))
+    diff = v1.diff(v2)
+    assert (diff.added, diff.removed, diff.changed) == (["A", "ü"], ["B", "é"], ["a"])
+    assert diff.unchanged == 7
+    back = v2.diff(v1)
+    assert (back.added, back.removed, back.changed) == (["B", "é"], ["A", "ü"], ["a"])

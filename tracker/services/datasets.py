@@ -12,12 +12,13 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, Max, Q
+from django.db.models.functions import Collate
 from django.db.models.query import QuerySet
 from django.utils import timezone
 
@@ -571,30 +572,58 @@ class DatasetDiff:
         )
 
 
+def _items_by_id(version_id: int) -> Iterator[tuple[str, str, str]]:
+    """(external_id, row_hash, split) of a version's members in code-point order of the id,
+    streamed (the order Python compares strings in; PostgreSQL's "C" collation gives it)."""
+    key: Any = "external_id"
+    if connection.vendor == "postgresql":
+        key = Collate("external_id", "C").asc()
+    rows = (
+        DatasetItem.objects.filter(version_id=version_id)
+        .order_by(key)
+        .values_list("external_id", "row_hash", "split")
+    )
+    return rows.iterator(chunk_size=10_000)
+
+
 def diff_versions(old_id: int, new_id: int) -> DatasetDiff:
-    """Compare two ready versions' membership and row contents (by their stored row hashes)."""
+    """Compare two ready versions' membership and row contents (by their stored row hashes).
+
+    Both member lists are streamed in id order and merged, so memory holds the differences,
+    not the versions.
+    """
     old, new = get_version(old_id), get_version(new_id)
-
-    def items(pk: int) -> dict[str, tuple[str, str]]:
-        rows = DatasetItem.objects.filter(version_id=pk).values_list(
-            "external_id", "row_hash", "split"
-        )
-        return {eid: (rh, sp) for eid, rh, sp in rows.iterator(chunk_size=CHUNK)}
-
-    a, b = items(old.id), items(new.id)
-    added = sorted(set(b) - set(a))
-    removed = sorted(set(a) - set(b))
-    changed, moved, same = [], [], 0
-    for eid in sorted(set(a) & set(b)):
-        (ha, sa), (hb, sb) = a[eid], b[eid]
-        if ha != hb:
-            changed.append(eid)
-        if sa != sb:
-            moved.append(eid)
-        if ha == hb and sa == sb:
-            same += 1
-    label = lambda v: f"{v.name} v{v.version}"
-    return DatasetDiff(label(old), label(new), added, removed, changed, moved, same)
+    added: list[str] = []
+    removed: list[str] = []
+    changed: list[str] = []
+    moved: list[str] = []
+    same = 0
+    a_rows, b_rows = _items_by_id(old.id), _items_by_id(new.id)
+    a, b = next(a_rows, None), next(b_rows, None)
+    while a is not None or b is not None:
+        if b is None or (a is not None and a[0] < b[0]):
+            removed.append(a[0])  # type: ignore[index]
+            a = next(a_rows, None)
+        elif a is None or b[0] < a[0]:
+            added.append(b[0])
+            b = next(b_rows, None)
+        else:
+            if a[1] != b[1]:
+                changed.append(a[0])
+            if a[2] != b[2]:
+                moved.append(a[0])
+            if a[1] == b[1] and a[2] == b[2]:
+                same += 1
+            a, b = next(a_rows, None), next(b_rows, None)
+    return DatasetDiff(
+        f"{old.name} v{old.version}",
+        f"{new.name} v{new.version}",
+        added,
+        removed,
+        changed,
+        moved,
+        same,
+    )
 
 
 def version_sample_ids(version_id: int) -> Any:

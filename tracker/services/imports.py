@@ -10,13 +10,15 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import queue
 import re
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -37,6 +39,7 @@ PROGRESS_MIN_ROWS = 20_000
 SQLITE_BULK_CACHE_KIB = 65_536
 
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+T = TypeVar("T")
 
 
 @contextmanager
@@ -71,6 +74,57 @@ def sqlite_bulk() -> Iterator[None]:
     finally:
         with connection.cursor() as cur:
             cur.execute(f"PRAGMA cache_size = {int(before)}")
+
+
+_DONE = object()
+
+
+class _Failed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Iterate ``items`` with the next ones computed ahead in a helper thread.
+
+    The caller writes chunk k to the database (time spent in SQLite's or PostgreSQL's own code,
+    with the GIL released) while the helper converts chunk k+1 (Python). The helper must not
+    touch the database: Django gives each thread its own connection and transaction.
+    """
+    ready: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller and raised there
+            put(_Failed(exc))
+
+    helper = threading.Thread(target=produce, name="tracker-prefetch", daemon=True)
+    helper.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failed):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        helper.join()
 
 
 # --------------------------------------------------------------------------------------- report
@@ -322,13 +376,32 @@ class _Writer:
                 values.append(col)
         return cols, values
 
-    def write(self, rows: _Accepted) -> None:
+    def prepare(self, rows: _Accepted) -> _Batch | None:
+        """The statement and parameters for some accepted rows; no database access, so any
+        thread may do it."""
         if not rows.ids:
-            return
+            return None
+        cols, values = self.columns(rows)
         if self.vendor == "postgresql":
-            self._write_postgres(rows)
+            return _Batch(cols, "", list(zip(*values)))
+        defaults = {"metadata": "{}", "media": "", "media_uri": ""}
+        fixed = [c for c in ("metadata", "media", "media_uri") if c not in cols]
+        all_cols = ["project_id", *cols, *fixed, "created_at", "updated_at"]
+        marks = ", ".join(["%s"] * len(all_cols))
+        sql = f"INSERT INTO {self.table} ({', '.join(all_cols)}) VALUES ({marks}) " + (
+            self._conflict_sql(cols, "excluded", "IS NOT")
+        )
+        pid, now = self.project.pk, self.now
+        tail = tuple(defaults[c] for c in fixed) + (now, now)
+        return _Batch(cols, sql, [(pid, *row, *tail) for row in zip(*values)])
+
+    def write(self, batch: _Batch) -> None:
+        if self.vendor == "postgresql":
+            self._write_postgres(batch)
         else:
-            self._write_generic(rows)
+            with connection.cursor() as cur:
+                cur.executemany(batch.sql, batch.params)
+                self.changed += max(cur.rowcount, 0)
 
     def _conflict_sql(self, cols: list[str], excluded: str, distinct: str) -> str:
         t = self.table
@@ -340,25 +413,8 @@ class _Writer:
             f"updated_at = {excluded}.updated_at WHERE {differs}"
         )
 
-    def _write_generic(self, rows: _Accepted) -> None:
-        cols, values = self.columns(rows)
-        defaults = {"metadata": "{}", "media": "", "media_uri": ""}
-        fixed = [c for c in ("metadata", "media", "media_uri") if c not in cols]
-        all_cols = ["project_id", *cols, *fixed, "created_at", "updated_at"]
-        marks = ", ".join(["%s"] * len(all_cols))
-        sql = (
-            f"INSERT INTO {self.table} ({', '.join(all_cols)}) VALUES ({marks}) "
-            + self._conflict_sql(cols, "excluded", "IS NOT")
-        )
-        pid, now = self.project.pk, self.now
-        tail = tuple(defaults[c] for c in fixed) + (now, now)
-        params = [(pid, *row, *tail) for row in zip(*values)]
-        with connection.cursor() as cur:
-            cur.executemany(sql, params)
-            self.changed += max(cur.rowcount, 0)
-
-    def _write_postgres(self, rows: _Accepted) -> None:
-        cols, values = self.columns(rows)
+    def _write_postgres(self, batch: _Batch) -> None:
+        cols = batch.columns
         temp = "tracker_import_rows"
         with connection.cursor() as cur:
             if not self._temp_ready:
@@ -370,10 +426,11 @@ class _Writer:
             cur.execute(f"TRUNCATE {temp}")
             raw = cur.cursor  # psycopg's own cursor: COPY is not part of the DB-API
             with raw.copy(f"COPY {temp} ({', '.join(cols)}) FROM STDIN") as copy:
-                for row in zip(*values):
+                for row in batch.params:
                     copy.write_row(row)
+            defaults = {"metadata": "'{}'::jsonb", "media": "''", "media_uri": "''"}
             select = ", ".join(
-                c if c in cols else {"metadata": "'{}'::jsonb", "media": "''", "media_uri": "''"}[c]
+                c if c in cols else defaults[c]
                 for c in ("external_id", "data", "metadata", "media", "media_uri")
             )
             cur.execute(
@@ -387,6 +444,13 @@ class _Writer:
             created, changed = cur.fetchone()
             self.created += created
             self.changed += changed
+
+
+@dataclass
+class _Batch:
+    columns: list[str]
+    sql: str
+    params: list[tuple]
 
 
 def _progress(total: int | None, label: str, enabled: bool | None) -> Any:
@@ -427,21 +491,28 @@ def import_samples(
             proj = get_or_create_project(project)
             report.project = proj.name
             importer = _Importer(proj, src, report, store_media)
-            before = None if connection.vendor == "postgresql" else _count(proj)
-            writing = True
-            accepted = 0
-            for chunk in src.chunks:
-                report.rows += len(chunk.ids)
-                rows = importer.accept(chunk)
-                accepted += len(rows.ids)
-                if report.bad and on_error == "raise":
-                    writing = False  # keep reading, to report every bad row at once
-                if writing:
-                    importer.writer.write(rows)
-                bar.update(len(chunk.ids))
-            if report.bad and on_error == "raise":
-                raise _Rollback
             writer = importer.writer
+            before = None if connection.vendor == "postgresql" else _count(proj)
+            strict = on_error == "raise"
+            accepted = 0
+
+            def converted() -> Iterator[tuple[int, int, _Batch | None]]:
+                # Runs in the prefetch thread: reading, converting and checking, no database.
+                for chunk in src.chunks:
+                    rows = importer.accept(chunk)
+                    # After a bad row under "raise" nothing is written: keep reading, to
+                    # report every bad row at once.
+                    batch = None if strict and report.bad else writer.prepare(rows)
+                    yield len(chunk.ids), len(rows.ids), batch
+
+            for n, good, batch in prefetch(converted()):
+                report.rows += n
+                accepted += good
+                if batch is not None and not (strict and report.bad):
+                    writer.write(batch)
+                bar.update(n)
+            if strict and report.bad:
+                raise _Rollback
             created = writer.created if before is None else _count(proj) - before
             report.created = created
             report.updated = writer.changed - created
