@@ -63,22 +63,28 @@ def test_async_run_lifecycle_metrics_params_artifacts_and_reads(tmp_path):
 
 
 def test_async_with_records_failures_and_interrupts():
+    ids = []
+
     async def fail():
         async with await tracker.aio.start_run("aio-fail") as run:
+            ids.append(run.id)
             await run.log_metric("x", 1.0)
             raise RuntimeError("async boom")
 
     async def interrupt():
-        async with await tracker.aio.start_run("aio-fail", "cancelled"):
+        async with await tracker.aio.start_run("aio-fail", "cancelled") as run:
+            ids.append(run.id)
             raise KeyboardInterrupt
 
     with pytest.raises(RuntimeError):
         asyncio.run(fail())
     with pytest.raises(KeyboardInterrupt):
         asyncio.run(interrupt())
-    failed = Run.objects.get(project__name="aio-fail", name="")
+    failed = tracker.get_run(ids[0])
     assert failed.status == "failed" and "RuntimeError: async boom" in failed.error
-    assert Run.objects.get(project__name="aio-fail", name="cancelled").status == "killed"
+    assert tracker.get_run(ids[1]).status == "killed"
+    # A read through tracker wrote the ends; the rows say the same.
+    assert Run.objects.get(uid=ids[1]).status == "killed"
 
 
 def test_durable_async_run_awaits_each_commit_and_errors_are_the_same_classes():

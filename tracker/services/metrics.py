@@ -552,6 +552,7 @@ class Flusher:
         self._last_beat = 0.0
         self._warned_down = False
         self._sys_due: dict[int, float] = {}
+        self._stop_when_idle = False
 
     # registration
     def register(self, buf: MetricBuffer) -> None:
@@ -595,6 +596,7 @@ class Flusher:
         from tracker import conf
 
         sink = get_sink()
+        idle_since: float | None = None
         try:
             while True:
                 interval = float(conf.get("FLUSH_INTERVAL"))
@@ -608,11 +610,34 @@ class Flusher:
                         if idle and (b.done or (not b.owned and b.final is None)):
                             self._release(key, b)
                     self._idle.notify_all()
-                    if not self._buffers:
+                    if self._buffers:
+                        idle_since = None
+                        continue
+                    # Nothing to do: stay one more interval (a sweep starts runs back to back,
+                    # and a thread plus a connection per run would cost more than the runs),
+                    # then exit and close the connection.
+                    now = time.monotonic()
+                    idle_since = idle_since if idle_since is not None else now
+                    if self._stop_when_idle or now - idle_since >= interval:
                         self._thread = None
+                        self._stop_when_idle = False
                         return
         finally:
             sink.close()
+
+    def stop_when_idle(self, timeout: float = 10.0) -> bool:
+        """Let the thread exit (closing its connection) as soon as nothing is registered;
+        returns whether it has exited within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                thread = self._thread
+                if thread is None:
+                    return True
+                self._stop_when_idle = True
+            self._wake.set()
+            thread.join(0.05)
+        return self._thread is None
 
     def _release(self, key: int, buf: MetricBuffer) -> None:
         """Let go of an idle buffer (a finished run, a run read back); a later point registers
@@ -809,7 +834,7 @@ def submit(buf: MetricBuffer) -> None:
 # -- process exit ----------------------------------------------------------------------------
 _hooks_installed = False
 _uncaught: BaseException | None = None
-EXIT_FLUSH_SECONDS = 30.0
+EXIT_FLUSH_SECONDS = 15.0
 
 
 def _install_exit_hooks() -> None:
