@@ -8,6 +8,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,6 +167,44 @@ class Frozen:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class _Part:
+    pks: list[int]
+    ids: list[str]
+    hashes: list[str]
+    meta: list[str | None]
+    media: list[str | None]
+    uris: list[str | None]
+    labels: list[dict[str, Any]]
+    table: Any
+
+
+def _convert(chunk: list[tuple], found: dict[int, dict[str, Any]]) -> _Part:
+    """One chunk of sample rows as columns, row hashes and an Arrow table (no database)."""
+    pks, ids, data, meta, media, uris = (list(c) for c in zip(*chunk))
+    if found:
+        labels = [found.get(pk) or {} for pk in pks]
+        texts = [json.dumps(lab, sort_keys=True, default=str) if lab else "" for lab in labels]
+    else:
+        labels = [{}] * len(pks)
+        texts = [""] * len(pks)
+    blake = hashlib.blake2b
+    hashes = [
+        blake("\x1e".join(row).encode(), digest_size=16).hexdigest()
+        for row in zip(data, meta, media, uris, texts)
+    ]
+    return _Part(
+        pks,
+        ids,
+        hashes,
+        [None if m in ("{}", "") else m for m in meta],
+        [m or None for m in media],
+        [u or None for u in uris],
+        labels,
+        files.json_texts_table(data),
+    )
+
+
 def freeze(
     samples: QuerySet | list[int],
     project: Project,
@@ -192,36 +231,36 @@ def freeze(
     uris: list[str | None] = []
     labels: list[dict[str, Any]] = []
     labels_known = True
+
+    def collect(part: _Part) -> None:
+        pks.extend(part.pks)
+        ids.extend(part.ids)
+        hashes.extend(part.hashes)
+        meta.extend(part.meta)
+        media.extend(part.media)
+        uris.extend(part.uris)
+        labels.extend(part.labels)
+        tables.append(part.table)
+        progress.update(len(part.pks))
+
     tasks = has_tasks(project)
-    blake = hashlib.blake2b
-    for chunk in sample_chunks(samples):
-        cpks, cids, cdata, cmeta, cmedia, curis = (list(c) for c in zip(*chunk))
-        found = labels_for(project, cpks) if tasks else {}
-        if found is None:
-            labels_known = False
-            found = {}
-        if found:
-            clabels = [found.get(pk) or {} for pk in cpks]
-            ltexts = [
-                json.dumps(lab, sort_keys=True, default=str) if lab else "" for lab in clabels
-            ]
-        else:
-            clabels = [{}] * len(cpks)
-            ltexts = [""] * len(cpks)
-        hashes += [
-            blake("\x1e".join(row).encode(), digest_size=16).hexdigest()
-            for row in zip(cdata, cmeta, cmedia, curis, ltexts)
-        ]
-        pks += cpks
-        ids += cids
-        meta += [None if m in ("{}", "") else m for m in cmeta]
-        media += [m or None for m in cmedia]
-        uris += [u or None for u in curis]
-        labels += clabels
-        tables.append(files.json_texts_table(cdata))
-        progress.update(len(chunk))
+    # The database is read here, in the caller's thread (its connection and transaction);
+    # a helper thread converts chunk k while chunk k+1 is fetched.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracker-freeze") as pool:
+        pending = None
+        for chunk in sample_chunks(samples):
+            found = labels_for(project, [r[0] for r in chunk]) if tasks else {}
+            if found is None:
+                labels_known = False
+                found = {}
+            job = pool.submit(_convert, chunk, found)
+            if pending is not None:
+                collect(pending.result())
+            pending = job
+        if pending is not None:
+            collect(pending.result())
     data = files.concat(tables)
-    del tables
+    tables.clear()
     n = len(ids)
 
     label_table = files.records_table(labels, prefix=LABEL_PREFIX) if any(labels) else None
