@@ -399,9 +399,10 @@ def _records_chunk(records: list[Any], numbers: list[int], spec: Spec) -> Chunk:
 class Source:
     label: str  # "data.csv", "a DataFrame"
     where: str  # "line" or "row"
-    total: int | None
+    total: int | None  # rows, when known before reading
     chunks: Iterator[Chunk]
     base_dir: Path
+    size: int | None = None  # bytes of the file, for a progress bar when rows are not known
 
 
 def open_source(source: Any, spec: Spec, fmt: str | None) -> Source:
@@ -563,7 +564,7 @@ def _open_jsonl(path: Path, spec: Spec) -> Source:
         if records:
             yield _records_chunk(records, numbers, spec)
 
-    return Source(path.name, "line", None, chunks(), path.parent)
+    return Source(path.name, "line", None, chunks(), path.parent, path.stat().st_size)
 
 
 def _text_lines(path: Path) -> Iterator[tuple[int, str | Bad]]:

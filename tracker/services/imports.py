@@ -453,12 +453,15 @@ class _Batch:
     params: list[tuple]
 
 
-def _progress(total: int | None, label: str, enabled: bool | None) -> Any:
+def _progress(src: Source, enabled: bool | None) -> Any:
     from tqdm.auto import tqdm
 
     if enabled is None:
-        enabled = bool(conf.get("PROGRESS")) and (total is None or total >= PROGRESS_MIN_ROWS)
-    return tqdm(total=total, desc=f"import {label}", unit=" rows", disable=not enabled, leave=False)
+        # Rows unknown until read (JSONL): judge by the file's size (~100 bytes a row).
+        rows = src.total if src.total is not None else (src.size or 0) // 100
+        enabled = bool(conf.get("PROGRESS")) and rows >= PROGRESS_MIN_ROWS
+    desc = f"import {src.label}"
+    return tqdm(total=src.total, desc=desc, unit=" rows", disable=not enabled, leave=False)
 
 
 def import_samples(
@@ -485,7 +488,7 @@ def import_samples(
     name = project.name if isinstance(project, Project) else str(project)
     report = ImportReport(project=name, source=src.label)
     importer: _Importer | None = None
-    bar = _progress(src.total, src.label, progress)
+    bar = _progress(src, progress)
     try:
         with no_gc(), transaction.atomic(), sqlite_bulk():
             proj = get_or_create_project(project)
