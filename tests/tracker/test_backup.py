@@ -97,8 +97,10 @@ WRITER = """
     with tracker.start_run(project="backup", name=os.environ["WRITER"]) as run:
         print(run.id, flush=True)
         step = 0
-        deadline = time.monotonic() + float(os.environ["SECONDS"])
-        while time.monotonic() < deadline:
+        # Logs until the test says stop (after its backup), so a slow machine cannot end the
+        # writes before the backup runs; the deadline only bounds a test that died.
+        deadline = time.monotonic() + 600
+        while not os.path.exists(os.environ["STOP"]) and time.monotonic() < deadline:
             for _ in range(500):
                 run.log_metric("x", float(step), step=step)
                 step += 1
@@ -116,7 +118,8 @@ def _committed(run_ids: list[str]) -> dict[str, int]:
 def test_backup_while_four_processes_log_metrics_restores_every_committed_point(
     subprocess_env, restore_env, tmp_path
 ):
-    env = dict(subprocess_env, SECONDS="12")
+    stop = tmp_path / "stop"
+    env = dict(subprocess_env, STOP=str(stop))
     writers = [
         subprocess.Popen([sys.executable, "-c", textwrap.dedent(WRITER)], env=dict(env, WRITER=f"w{n}"),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -133,8 +136,10 @@ def test_backup_while_four_processes_log_metrics_restores_every_committed_point(
         archive = tmp_path / "during-writes.tar.gz"
         proc = ok(cli(["backup", str(archive), "--json"], subprocess_env))
         still_writing = [w.poll() is None for w in writers]
+        time.sleep(1)  # one more flush interval or so of writes after the backup
         after_backup = _committed(run_ids)
     finally:
+        stop.touch()
         outs = [w.communicate(timeout=120) for w in writers]
     assert [w.returncode for w in writers] == [0, 0, 0, 0], outs
     assert all(still_writing), "the backup must be taken while the writers are still logging"

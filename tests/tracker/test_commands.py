@@ -445,3 +445,10 @@ def _project(name):
     from tracker.models import Project
 
     return Project.objects.get_or_create(name=name)[0]
+
+
+@pytest.mark.django_db
+def test_serve_rejects_bad_ports_and_workers():
+    assert fails("tracker_serve", port=0).returncode == EXIT_USAGE
+    assert fails("tracker_serve", port=70000).returncode == EXIT_USAGE
+    assert fails("tracker_serve", workers=0).returncode == EXIT_USAGE
