@@ -21,6 +21,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
 from operator import itemgetter
 from typing import Any, Protocol
 
@@ -293,12 +294,13 @@ class DatabaseSink:
     """Writes through Django's connection of the calling thread."""
 
     def write_many(self, batches: Sequence[Batch]) -> list[int]:
-        from django.db import connection, transaction
+        from django.db import transaction
 
         from tracker.models import Run
-        from tracker.services._runs_sql import insert_row, update_row
+        from tracker.services._runs_sql import db, insert_row, update_row
         from tracker.services.runs import project_pk
 
+        connection = db()
         pks = []
         projects: dict[Any, int] = {}
         with transaction.atomic():
@@ -366,7 +368,7 @@ def _insert_points(connection: Any, run_pk: int, points: Sequence[Point]) -> Non
 
     from tracker.services._runs_sql import raw_cursor
 
-    cur = raw_cursor()
+    cur = raw_cursor(connection)
     try:
         if connection.vendor == "postgresql" and hasattr(cur, "copy"):
             cols = "(run_id, key, step, value, timestamp)"
@@ -395,11 +397,10 @@ def _insert_points(connection: Any, run_pk: int, points: Sequence[Point]) -> Non
         cur.close()
 
 
-def _upsert_summaries(connection: Any, run_pk: int, summaries: Mapping[str, Summary]) -> None:
-    if not summaries:
-        return
+@lru_cache(maxsize=4)
+def _summary_sql(vendor: str) -> str:
     t = "tracker_metric_summary"
-    if connection.vendor == "postgresql":
+    if vendor == "postgresql":
         lo = f'LEAST({t}."min", excluded."min")'
         hi = f'GREATEST({t}."max", excluded."max")'
         top = f"GREATEST({t}.last_step, excluded.last_step)"
@@ -419,14 +420,25 @@ def _upsert_summaries(connection: Any, run_pk: int, summaries: Mapping[str, Summ
         f'"count" = {t}."count" + excluded."count", '
         f"updated_at = excluded.updated_at"
     )
+    return sql.replace("%s", "?") if vendor == "sqlite" else sql
+
+
+def _upsert_summaries(connection: Any, run_pk: int, summaries: Mapping[str, Summary]) -> None:
+    """Merge this batch's per-key summaries into the stored ones (one upsert per key)."""
+    if not summaries:
+        return
+    from tracker.services._runs_sql import raw_cursor
+
     now = _time()
     rows = [
         (run_pk, key, last, last_step, lo_v, hi_v, count, now)
         for key, (last_step, last, lo_v, hi_v, count) in summaries.items()
     ]
-    from tracker.services._runs_sql import executemany
-
-    executemany(sql, rows)
+    cur = raw_cursor(connection)
+    try:
+        cur.executemany(_summary_sql(connection.vendor), rows)
+    finally:
+        cur.close()
 
 
 _sink: Sink | None = None
