@@ -367,3 +367,29 @@ def test_system_metrics_are_sampled_in_the_background(subprocess_env):
     assert Metric.objects.filter(run__uid=run_id, key="system/process_rss_mb").count() >= 3
     rss = Metric.objects.filter(run__uid=run_id, key="system/process_rss_mb").first().value
     assert 10 < rss < 4000
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_new_run_is_written_as_soon_as_an_operation_needs_its_row(settings):
+    from tracker.models import Dataset, DatasetVersion, Project
+
+    settings.TRACKER = {**settings.TRACKER, "FLUSH_INTERVAL": 60.0}
+    proj = Project.objects.create(name="deferred")
+    version = DatasetVersion.objects.create(
+        dataset=Dataset.objects.create(project=proj, name="d"), version=1, state="ready"
+    )
+    parent = tracker.start_run("deferred", "parent")
+    assert not Run.objects.filter(uid=parent.id).exists()  # not written yet: no round trip
+    child = tracker.start_run("deferred", "child", parent=parent)
+    assert Run.objects.filter(uid=parent.id).exists()  # the child needed its parent's row
+    art = child.log_artifact(b"x", name="x.bin")
+    assert art.run_id == child.id and Run.objects.filter(uid=child.id).exists()
+    other = tracker.start_run("deferred", "lineage")
+    other.use_dataset(version.pk)
+    assert [(v.version, ctx) for v, ctx in other.inputs()] == [(1, "train")]
+    late = tracker.start_run("deferred", "tags")
+    late.set_tag("k", "v")
+    assert Run.objects.get(uid=late.id).tags == {"k": "v"}
+    assert tracker.get_run(tracker.start_run("deferred", "read").id).name == "read"
+    for run in (parent, child, other, late):
+        run.finish()

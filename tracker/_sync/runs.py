@@ -138,6 +138,13 @@ def _single_or_list(infos: list[ArtifactInfo], wrap: Any) -> Any:
 
 
 # Core bodies the sync methods run through call() and the async ones through acall().
+def _saved(active: ActiveRun) -> RunModel:
+    """The run's row, written first if the flusher has not written it yet."""
+    from tracker.services import runs as core
+
+    return core.ensure_created(active)
+
+
 def _log_params(active: ActiveRun, params: Mapping[str, Any]) -> dict[str, Any]:
     from tracker.services import runs as core
 
@@ -199,31 +206,32 @@ def _log_artifact(
 ) -> list[ArtifactInfo]:
     from tracker.services import artifacts
 
-    return artifacts.log_artifact(active.run, obj, name, overwrite=overwrite, metadata=metadata)
+    run = _saved(active)
+    return artifacts.log_artifact(run, obj, name, overwrite=overwrite, metadata=metadata)
 
 
 def _artifacts(active: ActiveRun) -> list[ArtifactInfo]:
     from tracker.services import artifacts
 
-    return artifacts.list_artifacts(active.run)
+    return artifacts.list_artifacts(_saved(active))
 
 
 def _artifact(active: ActiveRun, name: str) -> ArtifactInfo:
     from tracker.services import artifacts
 
-    return artifacts.get_artifact(active.run, name)
+    return artifacts.get_artifact(_saved(active), name)
 
 
 def _use_dataset(active: ActiveRun, version: Any, context: str) -> None:
     from tracker.services import datasets
 
-    datasets.use_dataset(active.run, version, context)
+    datasets.use_dataset(_saved(active), version, context)
 
 
 def _inputs(active: ActiveRun) -> list[tuple[Any, str]]:
     from tracker.services import datasets
 
-    return datasets.run_inputs(active.run)
+    return datasets.run_inputs(_saved(active))
 
 
 def _plot_points(pks: Sequence[int], keys: Any) -> dict[str, Any]:
