@@ -535,6 +535,13 @@ def flush_pending() -> None:
     flusher = _flusher
     if flusher is None:
         return
+    from tracker.services._runs_sql import db
+
+    if db().in_atomic_block:
+        # Inside the caller's transaction: writing other runs' points here would undo them
+        # if the caller rolls back, after they left their buffers. The flusher writes them.
+        flusher.wake()
+        return
     bufs = [b for b in flusher.buffers() if not b.inline and _pending(b)]
     if not bufs:
         return
