@@ -198,3 +198,25 @@ def test_eight_processes_never_claim_the_same_sample(subprocess_env):
     per_sample = Annotation.objects.values("sample").annotate(c=Count("id")).values_list("c", flat=True)
     assert sorted(set(per_sample)) == [1] and len(per_sample) == 240
     assert not Claim.objects.exists()
+
+
+def test_a_claim_on_a_sample_labelled_meanwhile_is_given_back(queue_project):
+    """The PostgreSQL race, replayed in order: B reads its candidates, A claims, labels and
+    releases the first of them, then B's claim insert succeeds (no claim is in the way) and
+    must be caught by the re-check."""
+    from django.utils import timezone
+
+    from tracker.models import Claim
+    from tracker.services import labeling, queue
+
+    task = labeling.get_task("q", "t")
+    bob = labeling.get_user("bob")
+    now = timezone.now()
+    stale = list(queue._candidates(task, bob, "unlabeled", now, [])[:2])
+    assert ids(tracker.next_samples("q", "t", 1, "ann")) == ["s00"]
+    tracker.annotate(queue_project["s00"], "t", "x", "ann")
+    taken = queue._take(task, bob, stale, now, now + timedelta(seconds=60))
+    assert sorted(taken) == sorted(stale)  # the insert alone would hand out s00 again
+    kept = queue._still_eligible(task, bob, "unlabeled", taken)
+    assert kept == {queue_project["s01"].pk}
+    assert list(Claim.objects.filter(annotator=bob).values_list("sample__external_id", flat=True)) == ["s01"]

@@ -52,14 +52,38 @@ def _candidates(
     ``own=False``: samples nobody holds an active claim on (locked with SKIP LOCKED on
     PostgreSQL). ``own=True``: the annotator's own active claims that still fit the strategy.
     """
-    qs = Sample.objects.filter(project_id=task.project_id)
+    qs = _eligible(task, user, strategy)
     if own:
         qs = qs.filter(Exists(Claim.objects.filter(task=task, sample=OuterRef("pk"), annotator=user, expires_at__gt=now)))
     else:
         qs = qs.filter(~Exists(Claim.objects.filter(task=task, sample=OuterRef("pk"), expires_at__gt=now)))
-    qs = qs.filter(~Exists(Annotation.objects.filter(task=task, sample=OuterRef("pk"), annotator=user)))
     if exclude:
         qs = qs.exclude(pk__in=exclude)
+    if strategy == "agreement":
+        qs = qs.order_by("-done", "pk")  # closest to their target first: they complete soonest
+    elif strategy == "least_confident":
+        top = (
+            Prediction.objects.filter(task=task, sample=OuterRef("pk"))
+            .order_by()
+            .values("sample")
+            .annotate(s=Max("score"))
+            .values("s")
+        )
+        # Samples without a prediction come after every predicted one.
+        qs = qs.annotate(top=Subquery(top)).order_by(F("top").asc(nulls_last=True), "pk")
+    elif strategy == "random":
+        qs = qs.order_by("?")
+    else:
+        qs = qs.order_by("pk")
+    if not own and connection.features.has_select_for_update_skip_locked:
+        qs = qs.select_for_update(skip_locked=True, no_key=True, of=("self",))
+    return qs.values_list("pk", flat=True)
+
+
+def _eligible(task: AnnotationTask, user: Any, strategy: str) -> Any:
+    """The project's samples that the strategy would give this annotator, claims aside."""
+    qs = Sample.objects.filter(project_id=task.project_id)
+    qs = qs.filter(~Exists(Annotation.objects.filter(task=task, sample=OuterRef("pk"), annotator=user)))
     if strategy == "agreement":
         target = max(2, int(task.config.get("annotators_per_sample") or 1))
         done = (
@@ -70,28 +94,8 @@ def _candidates(
             .annotate(c=Count("pk"))
             .values("c")
         )
-        qs = qs.annotate(done=Coalesce(Subquery(done), 0)).filter(done__gte=1, done__lt=target)
-        # Samples closest to their target first: they complete an agreement item soonest.
-        qs = qs.order_by("-done", "pk")
-    else:
-        qs = qs.filter(~Exists(Annotation.objects.filter(task=task, sample=OuterRef("pk"))))
-        if strategy == "least_confident":
-            top = (
-                Prediction.objects.filter(task=task, sample=OuterRef("pk"))
-                .order_by()
-                .values("sample")
-                .annotate(s=Max("score"))
-                .values("s")
-            )
-            # Samples without a prediction come after every predicted one.
-            qs = qs.annotate(top=Subquery(top)).order_by(F("top").asc(nulls_last=True), "pk")
-        elif strategy == "random":
-            qs = qs.order_by("?")
-        else:
-            qs = qs.order_by("pk")
-    if not own and connection.features.has_select_for_update_skip_locked:
-        qs = qs.select_for_update(skip_locked=True, no_key=True, of=("self",))
-    return qs.values_list("pk", flat=True)
+        return qs.annotate(done=Coalesce(Subquery(done), 0)).filter(done__gte=1, done__lt=target)
+    return qs.filter(~Exists(Annotation.objects.filter(task=task, sample=OuterRef("pk"))))
 
 
 def _take(task: AnnotationTask, user: Any, sample_ids: list[int], now: Any, expires: Any) -> list[int]:
@@ -115,6 +119,23 @@ def _take(task: AnnotationTask, user: Any, sample_ids: list[int], now: Any, expi
     with connection.cursor() as cur:
         cur.execute(sql, params)
         return [row[0] for row in cur.fetchall()]
+
+
+def _still_eligible(task: AnnotationTask, user: Any, strategy: str, taken: list[int]) -> set[int]:
+    """The claimed samples that still fit the strategy, read in a fresh statement.
+
+    On PostgreSQL the candidate query sees the database as it was when it started: a sample
+    another annotator claimed, labelled and released meanwhile looks free to it. The claim
+    insert cannot catch that (the other claim is gone), so the claims are checked again here
+    and the stale ones given back. (SQLite runs one writer at a time; the check costs little.)
+    """
+    if not taken:
+        return set()
+    ok = set(_eligible(task, user, strategy).filter(pk__in=taken).values_list("pk", flat=True))
+    stale = [pk for pk in taken if pk not in ok]
+    if stale:
+        Claim.objects.filter(task=task, annotator=user, sample_id__in=stale).delete()
+    return ok
 
 
 def next_samples(
@@ -152,7 +173,7 @@ def next_samples(
             ids = list(_candidates(task_obj, user, strategy, now, got + skip)[:want])
             if not ids:
                 break
-            taken = set(_take(task_obj, user, ids, now, expires))
+            taken = _still_eligible(task_obj, user, strategy, _take(task_obj, user, ids, now, expires))
             # Keep the strategy's order; a sample lost to a concurrent claimer is just skipped.
             got.extend(i for i in ids if i in taken)
             if len(taken) == len(ids):
