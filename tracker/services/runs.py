@@ -738,8 +738,16 @@ def _loads(values: Sequence[Any]) -> list[dict]:
     return [json.loads(v) if isinstance(v, str) else (v or {}) for v in values]
 
 
-def _columns(dicts: Sequence[dict], prefix: str) -> dict[str, list]:
+def _columns(dicts: Sequence[dict], prefix: str) -> dict[str, Any]:
     """Dicts (one per run) as columns named prefix + key, keys in order of first appearance."""
+    if not dicts:
+        return {}
+    first = dicts[0].keys()
+    if all(d.keys() == first for d in dicts):
+        # The usual sweep: every run has the same params. Transpose in C.
+        if not first:
+            return {}
+        return {prefix + k: col for k, col in zip(first, zip(*(tuple(d.values()) for d in dicts)))}
     keys = dict.fromkeys(k for d in dicts for k in d)
     return {prefix + k: [d.get(k) for d in dicts] for k in keys}
 
@@ -777,7 +785,17 @@ def runs_frame(qs: QuerySet) -> Any:
     import pandas as pd
 
     reap_stale()
-    rows = _fetch(qs.values_list(*_FRAME_FIELDS))
+    fields = list(_FRAME_FIELDS)
+    if connection.vendor == "sqlite":
+        # As text: Django's sqlite3 converters would parse every value in Python, one by one.
+        from django.db.models import TextField
+        from django.db.models.functions import Cast
+
+        qs = qs.annotate(
+            _started=Cast("started_at", TextField()), _ended=Cast("ended_at", TextField())
+        )
+        fields[5:7] = ["_started", "_ended"]
+    rows = _fetch(qs.values_list(*fields))
     if not rows:
         return pd.DataFrame(
             columns=[*_BASE_COLUMNS, "datasets", "host", "git_commit"],
@@ -792,9 +810,9 @@ def runs_frame(qs: QuerySet) -> Any:
         "name": cols[2],
         "project": cols[3],
         "status": cols[4],
-        "started_at": started.to_numpy(),
-        "ended_at": ended.to_numpy(),
-        "duration": (ended.fillna(now) - started).to_numpy(),
+        "started_at": started.array,
+        "ended_at": ended.array,
+        "duration": (ended.fillna(now) - started).array,
         "parent": cols[7],
     }
     data.update(_columns(_loads(cols[8]), "params."))
@@ -810,6 +828,7 @@ def runs_frame(qs: QuerySet) -> Any:
 
 def _last_metrics(subquery: tuple[str, Sequence[Any]], pks: Sequence[int]) -> dict[str, Any]:
     import numpy as np
+    import pandas as pd
 
     sql, params = subquery
     rows = _fetch_sql(
@@ -819,15 +838,13 @@ def _last_metrics(subquery: tuple[str, Sequence[Any]], pks: Sequence[int]) -> di
     )
     if not rows:
         return {}
-    keys = sorted({r[1] for r in rows})
-    col = {k: i for i, k in enumerate(keys)}
-    pos = {pk: i for i, pk in enumerate(pks)}
+    found = np.array(rows, dtype=[("run", "i8"), ("key", "O"), ("last", "f8")])
+    key_codes, keys = pd.factorize(found["key"], sort=True)
+    row_of = pd.Index(pks).get_indexer(found["run"])
     table = np.full((len(pks), len(keys)), np.nan)
-    for run_id, key, last in rows:
-        i = pos.get(run_id)
-        if i is not None and last is not None:
-            table[i, col[key]] = last
-    return {f"metrics.{k}": table[:, j] for k, j in col.items()}
+    keep = row_of >= 0
+    table[row_of[keep], key_codes[keep]] = found["last"][keep]
+    return {f"metrics.{k}": table[:, j] for j, k in enumerate(keys)}
 
 
 def _pk_subquery(qs: QuerySet) -> tuple[str, Sequence[Any]]:
