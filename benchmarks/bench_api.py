@@ -55,7 +55,8 @@ SEED = """
 import tracker
 tracker.configure(quiet=True)
 from tracker.services import access
-u = access.create_user("bench", is_superuser=True)
+u = access.create_user("bench")          # an ordinary member: every role check runs
+access.create_project("bench", u)          # ... as the project's admin
 print(access.create_token(u)[1])
 """
 

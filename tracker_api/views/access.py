@@ -86,7 +86,8 @@ class UserViewSet(ApiMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, vi
     @action(detail=False, methods=["get"])
     def me(self, request: Any) -> Response:
         """The user making the request."""
-        return Response(s.UserSerializer(request.user).data)
+        # Token authentication loads only the columns it checks; read the whole row here.
+        return Response(s.UserSerializer(get_user_model().objects.get(pk=request.user.pk)).data)
 
     def _valid(self, cls: Any) -> dict[str, Any]:
         ser = cls(data=self.request.data)

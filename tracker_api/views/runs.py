@@ -115,6 +115,53 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
     ordering_fields = ["id", "started_at", "name"]
     ordering = ["-id"]
 
+    def get_queryset(self) -> Any:
+        if self._lean():
+            return self.scope(Run.objects.only("id", "uid", "project_id"))
+        return super().get_queryset()
+
+    def _lean(self) -> bool:
+        return self.action in ("heartbeat", "artifacts", "artifact") or (
+            self.action == "metrics" and self.request.method == "POST"
+        )
+
+    def get_object(self) -> Any:
+        if not self._lean():
+            return super().get_object()
+        # The hot write paths (a metric point per request, heartbeats) need the run's pk and
+        # project and the caller's role there: one fixed query instead of three ORM ones.
+        from django.db import connection
+
+        from tracker.models import ProjectMembership
+        from tracker.services.access import has_role
+
+        q = connection.ops.quote_name
+        uid = self.kwargs[self.lookup_url_kwarg]
+        with connection.cursor() as cur:
+            cur.execute(
+                f"SELECT r.{q('id')}, r.{q('project_id')}, m.{q('role')} FROM {q(Run._meta.db_table)} r "
+                f"LEFT JOIN {q(ProjectMembership._meta.db_table)} m ON m.{q('project_id')} = r.{q('project_id')} "
+                f"AND m.{q('user_id')} = %s WHERE r.{q('uid')} = %s",
+                [self.request.user.pk, uid],
+            )
+            row = cur.fetchone()
+        role = None
+        if row is not None:
+            role = "admin" if self.request.user.is_superuser else row[2]
+        if role is None:
+            raise RunNotFound(f"There is no run {uid!r} in a project you are a member of.")
+        need = self.required_role()
+        if not has_role(role, need):
+            from tracker.exceptions import PermissionDenied
+
+            raise PermissionDenied(
+                f"This needs the {need} role in the run's project; you are {role}. Ask a project "
+                f"admin to raise your role."
+            )
+        run = Run.from_db(connection.alias, ["id", "uid", "project_id"], [row[0], uid, row[1]])
+        self.request._tracker_roles = {**(getattr(self.request, "_tracker_roles", None) or {}), row[1]: row[2]}
+        return run
+
     @extend_schema(request=s.RunCreateSerializer, responses={201: s.RunSerializer})
     def create(self, request: Any) -> Response:
         """Start a run (status running). The client sends heartbeats and finishes it."""
