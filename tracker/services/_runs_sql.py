@@ -10,7 +10,8 @@ exactly as the ORM would.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -154,3 +155,34 @@ def project_id(name: str) -> int | None:
     finally:
         cur.close()
     return row[0] if row else None
+
+
+@contextmanager
+def write_transaction(raw_ok: bool = True) -> Iterator[Any]:
+    """A write transaction on this thread's connection; yields the DatabaseWrapper.
+
+    On SQLite outside any atomic block (and when ``raw_ok``: the body only runs raw
+    statements, never the ORM's own transactions) it is a plain BEGIN IMMEDIATE / COMMIT on
+    the DB-API connection: Django's ``atomic()`` costs as much as the two statements of a
+    one-point durable write. Everywhere else it is ``transaction.atomic()``.
+    """
+    from django.db import transaction
+
+    conn = db()
+    if not raw_ok or conn.vendor != "sqlite" or conn.in_atomic_block:
+        with transaction.atomic(using=conn.alias):
+            yield conn
+        return
+    conn.ensure_connection()
+    raw = conn.connection
+    raw.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        if raw.in_transaction:
+            try:
+                raw.execute("ROLLBACK")
+            except Exception:  # a broken connection rolls back by itself
+                pass
+        raise
+    raw.execute("COMMIT")

@@ -294,16 +294,15 @@ class DatabaseSink:
     """Writes through Django's connection of the calling thread."""
 
     def write_many(self, batches: Sequence[Batch]) -> list[int]:
-        from django.db import transaction
-
         from tracker.models import Run
-        from tracker.services._runs_sql import db, insert_row, update_row
+        from tracker.services._runs_sql import insert_row, update_row, write_transaction
         from tracker.services.runs import project_pk
 
-        connection = db()
         pks = []
         projects: dict[Any, int] = {}
-        with transaction.atomic():
+        # A new run may need its project created through the ORM (its own atomic block).
+        creates = any(isinstance(run, Mapping) for run, _, _ in batches)
+        with write_transaction(raw_ok=not creates) as connection:
             for run, points, fields in batches:
                 if isinstance(run, Mapping):
                     values = dict(run["values"])
