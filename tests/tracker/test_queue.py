@@ -200,6 +200,7 @@ def test_eight_processes_never_claim_the_same_sample(subprocess_env):
     assert not Claim.objects.exists()
 
 
+@pytest.mark.postgres_only  # SQLite runs one writer at a time: the interleaving cannot happen
 def test_a_claim_on_a_sample_labelled_meanwhile_is_given_back(queue_project):
     """The PostgreSQL race, replayed in order: B reads its candidates, A claims, labels and
     releases the first of them, then B's claim insert succeeds (no claim is in the way) and
