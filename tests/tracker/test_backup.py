@@ -293,3 +293,58 @@ def test_restore_refuses_a_backup_of_another_database_kind(db, tmp_path):
     with pytest.raises(CommandError) as info:
         call_command("tracker_restore", str(archive), stdout=io.StringIO())
     assert info.value.returncode == EXIT_USAGE and "sqlite" in str(info.value)
+
+
+RESTORED_COPY = """
+    import json, tracker
+    tracker.configure(quiet=True, migrate=False)
+    from tracker.models import Metric, Run
+    from tracker.services import access
+    run = Run.objects.get(name="copied")
+    points = sorted(Metric.objects.filter(run=run).values_list("step", "value"))
+    user, _ = access.authenticate_token(__import__("os").environ["KEY"])
+    # identity sequences continue after the copied rows: new rows get new ids
+    Run.objects.create(project=run.project, name="after-restore")
+    Metric.objects.create(run=run, key="m", step=0, value=1.0, timestamp=0.0)
+    print(json.dumps({"params": run.params, "points": points, "user": user.username,
+                      "runs": Run.objects.count()}))
+"""
+
+
+@pytest.mark.postgres_only
+def test_copy_method_needs_no_client_tools(transactional_db, subprocess_env, restore_env, tmp_path):
+    from tracker.services import access
+
+    with tracker_run("copied", {"lr": 0.5, "nested": {"a": [1, 2]}}) as r:
+        for step in range(100):
+            r.log_metric("loss", step / 10, step=step)
+    tracker_frame()  # writes what this process's flusher holds, for the backup process to see
+    key = access.create_token(access.create_user("eve"), name="t")[1]
+    # no pg_dump or pg_restore on PATH: auto picks the COPY method both ways
+    bare = str(Path(sys.executable).parent)
+    archive = tmp_path / "copy.tar.gz"
+    made = json.loads(ok(cli(["backup", str(archive), "--json"], dict(subprocess_env, PATH=bare))).stdout)
+    assert made["database_format"] == "pg_copy"
+    ok(cli(["restore", str(archive)], dict(restore_env, PATH=bare)))
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(RESTORED_COPY)], env=dict(restore_env, KEY=key),
+                          capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["params"] == {"lr": 0.5, "nested.a": [1, 2]}
+    assert got["points"] == [[s, s / 10] for s in range(100)]
+    assert got["user"] == "eve" and got["runs"] == 2
+    # --force replaces a database holding data, in one transaction
+    again = json.loads(ok(cli(["restore", str(archive), "--force", "--json"], dict(restore_env, PATH=bare))).stdout)
+    assert again["counts"]["tracker_run"] == 1
+
+
+def tracker_run(name, params):
+    import tracker
+
+    return tracker.start_run(project="copy", name=name, params=params)
+
+
+def tracker_frame():
+    import tracker
+
+    return tracker.runs_frame(project="copy")

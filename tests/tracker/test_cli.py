@@ -248,6 +248,9 @@ def test_runs_run_show_and_compare(subprocess_env):
         with tracker.start_run(project="cli-runs", name=f"lr-{lr}", params={"lr": lr}) as r:
             r.log_metrics({"loss": 1 - lr, "acc": lr}, step=0)
             ids.append(r.id)
+    # Run rows are written by this process's flusher; a read here writes them now, so the
+    # child processes below see them.
+    tracker.runs_frame(project="cli-runs")
     rows = json.loads(ok(cli(["runs", "--project", "cli-runs", "--json"], subprocess_env)).stdout)
     assert {r["id"] for r in rows} == set(ids)
     text = ok(cli(["runs", "--param", "lr>0.15"], subprocess_env)).stdout

@@ -133,6 +133,11 @@ class BackupReport:
     database_file: str
     database_bytes: int
     counts: dict[str, int]
+    # "sqlite", "pg_dump" (custom format) or "pg_copy" (one binary COPY file per table)
+    database_format: str = ""
+    # pg_copy only: each table's columns in COPY order, and the applied migrations
+    tables: list[dict[str, Any]] = field(default_factory=list)
+    migrations: list[list[str]] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
     files_bytes: int = 0
     archive_bytes: int = 0
@@ -159,7 +164,16 @@ def _archive_mode(path: Path, writing: bool) -> str:
     return "r:*"
 
 
-def backup(dest: str | os.PathLike[str], *, overwrite: bool = False, progress: Progress | None = None) -> BackupReport:
+METHODS = ("auto", "pg_dump", "copy")
+
+
+def backup(
+    dest: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    method: str = "auto",
+) -> BackupReport:
     """Write a consistent backup of the database and its storage files to one tar archive.
 
     Safe while other processes write (see the module docstring). The archive appears whole
@@ -169,6 +183,9 @@ def backup(dest: str | os.PathLike[str], *, overwrite: bool = False, progress: P
         dest: the archive to write, ``.tar`` or ``.tar.gz``.
         overwrite: replace an existing file.
         progress: ``progress(total, desc, unit)`` returning a tqdm-like bar, or None.
+        method: PostgreSQL only: ``"pg_dump"``, ``"copy"`` (binary COPY of every table, no
+            client tools needed), or ``"auto"``: pg_dump when it is on PATH and at least the
+            server's major version, else copy.
 
     Returns:
         A :class:`BackupReport`: table counts and every file copied.
@@ -176,9 +193,12 @@ def backup(dest: str | os.PathLike[str], *, overwrite: bool = False, progress: P
     Raises:
         InvalidValue: the name is not .tar/.tar.gz, or the file exists and ``overwrite`` is off.
         StorageError: a storage file is missing or does not match its checksum, or pg_dump failed.
-        ConfigurationError: the database is neither SQLite nor PostgreSQL, or pg_dump is missing.
+        ConfigurationError: the database is neither SQLite nor PostgreSQL, or pg_dump was asked
+            for and is missing.
     """
     started = time.perf_counter()
+    if method not in METHODS:
+        raise InvalidValue(f"method must be one of {', '.join(METHODS)}, not {method!r}.")
     out = Path(dest).expanduser().resolve()
     mode = _archive_mode(out, writing=True)
     if out.exists() and not overwrite:
@@ -194,23 +214,26 @@ def backup(dest: str | os.PathLike[str], *, overwrite: bool = False, progress: P
     part = out.with_name(f".{out.name}.{os.getpid()}.part")
     try:
         with maintenance_lock(exclusive=False, wait=True):
+            extra: dict[str, Any] = {}
             if vendor == "sqlite":
                 db_file, counts, files = _snapshot_sqlite(tmp_dir)
+                extra["database_format"] = "sqlite"
             else:
-                db_file, counts, files = _snapshot_postgres(tmp_dir)
+                db_file, counts, files, extra = _snapshot_postgres(tmp_dir, method)
             report = BackupReport(
                 path=str(out),
                 vendor=vendor,
                 created_at=timezone.now().isoformat(),
                 tracker_version=tracker.__version__,
                 database_file=db_file.name,
-                database_bytes=db_file.stat().st_size,
+                database_bytes=_size(db_file),
                 counts=counts,
+                **extra,
             )
             # gzip level 3: most of level 9's size at a fraction of its time (database pages
             # compress well; artifacts are often compressed already).
-            extra = {"compresslevel": 3} if mode == "w:gz" else {}
-            with tarfile.open(part, mode, **extra) as tar:
+            level = {"compresslevel": 3} if mode == "w:gz" else {}
+            with tarfile.open(part, mode, **level) as tar:
                 tar.add(db_file, arcname=f"{ARCHIVE_ROOT}/{db_file.name}")
                 _archive_files(tar, files, report, progress)
                 manifest = json.dumps(report.manifest(), indent=2).encode()
@@ -313,30 +336,101 @@ def _pg_connect(db: dict[str, Any]) -> Any:
     return psycopg.connect(**{k: v for k, v in kwargs.items() if v is not None})
 
 
-def _snapshot_postgres(tmp_dir: Path) -> tuple[Path, dict[str, int], list[dict[str, Any]]]:
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.iterdir())
+    return path.stat().st_size
+
+
+def _major(version_text: str) -> int | None:
+    import re
+
+    m = re.search(r"(\d+)(?:\.\d+)?", version_text)
+    return int(m.group(1)) if m else None
+
+
+def pg_dump_usable(server_major: int | None) -> tuple[bool, str]:
+    """Whether pg_dump can dump this server: on PATH and at least its major version."""
+    path = shutil.which("pg_dump")
+    if path is None:
+        return False, "pg_dump is not on PATH"
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False, timeout=30).stdout
+    except OSError as exc:
+        return False, f"pg_dump cannot run ({exc})"
+    mine = _major(out)
+    if server_major is not None and (mine is None or mine < server_major):
+        return False, f"pg_dump {mine} is older than the server ({server_major})"
+    return True, f"pg_dump {mine}"
+
+
+def _snapshot_postgres(tmp_dir: Path, method: str) -> tuple[Path, dict[str, int], list[dict[str, Any]], dict[str, Any]]:
     db = connection.settings_dict
-    pg_dump = _pg_tool("pg_dump")
-    dump = tmp_dir / "database.pgdump"
     env, args = _pg_env_args(db)
     with _pg_connect(db) as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-        cmd = [
-            pg_dump, *args, "--format=custom", "--no-owner", "--no-privileges",
-            f"--snapshot={snapshot}", f"--file={dump}", db["NAME"],
-        ]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, timeout=PG_TOOLS_TIMEOUT)
-        if proc.returncode != 0:
-            raise StorageError(f"pg_dump failed: {' '.join(proc.stderr.split())[:500]}")
+        server_major = int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000
+        if method == "auto":
+            method = "pg_dump" if pg_dump_usable(server_major)[0] else "copy"
 
         def query(sql: str) -> list[tuple]:
             return list(conn.execute(sql).fetchall())
 
         present = {r[0] for r in query("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
+        extra: dict[str, Any]
+        if method == "pg_dump":
+            pg_dump = _pg_tool("pg_dump")
+            out = tmp_dir / "database.pgdump"
+            snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+            cmd = [
+                pg_dump, *args, "--format=custom", "--no-owner", "--no-privileges",
+                f"--snapshot={snapshot}", f"--file={out}", db["NAME"],
+            ]
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, timeout=PG_TOOLS_TIMEOUT)
+            if proc.returncode != 0:
+                raise StorageError(
+                    f"pg_dump failed: {' '.join(proc.stderr.split())[:500]} (`tracker backup "
+                    f"--method copy` needs no client tools)."
+                )
+            extra = {"database_format": "pg_dump"}
+        else:
+            out = tmp_dir / "database.copy"
+            out.mkdir()
+            tables = _copy_out(conn, sorted(present), out)
+            migrations = [list(r) for r in query("SELECT app, name FROM django_migrations ORDER BY id")]
+            extra = {"database_format": "pg_copy", "tables": tables, "migrations": migrations}
         counts = _counts(query, present)
         files = _referenced_files(query)
         conn.execute("COMMIT")
-    return dump, counts, files
+    return out, counts, files, extra
+
+
+def _columns(conn: Any, table: str) -> list[str]:
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = %s ORDER BY ordinal_position",
+            [table],
+        ).fetchall()
+    ]
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _copy_out(conn: Any, tables: list[str], directory: Path) -> list[dict[str, Any]]:
+    """Every table as a binary COPY file, all read in the caller's one snapshot."""
+    out = []
+    for table in tables:
+        columns = _columns(conn, table)
+        cols = ", ".join(_quote(c) for c in columns)
+        sql = f"COPY {_quote(table)} ({cols}) TO STDOUT (FORMAT binary)"
+        with conn.cursor() as cur, open(directory / f"{table}.copy", "wb") as fh, cur.copy(sql) as copy:
+            fh.writelines(copy)
+        out.append({"name": table, "columns": columns})
+    return out
 
 
 class _HashingReader(io.RawIOBase):
@@ -497,15 +591,15 @@ def restore(src: str | os.PathLike[str], *, force: bool = False, progress: Progr
     try:
         with tarfile.open(Path(src).expanduser(), "r:*") as tar:
             _restore_files(tar, manifest["files"], report, progress)
-            member = tar.getmember(f"{ARCHIVE_ROOT}/{manifest['database_file']}")
-            db_copy = tmp_dir / manifest["database_file"]
-            with tar.extractfile(member) as fh, open(db_copy, "wb") as out:
-                shutil.copyfileobj(fh, out, 1 << 20)
+            db_copy = _extract_database(tar, manifest["database_file"], tmp_dir)
         connections.close_all()
-        if vendor == "sqlite":
+        kind = manifest.get("database_format") or ("sqlite" if vendor == "sqlite" else "pg_dump")
+        if kind == "sqlite":
             _restore_sqlite(db_copy)
-        else:
+        elif kind == "pg_dump":
             _restore_postgres(db_copy)
+        else:
+            _restore_pg_copy(db_copy, manifest)
     except tarfile.TarError as exc:
         raise StorageError(f"The backup archive is damaged ({exc}); nothing of the database was replaced.") from None
     finally:
@@ -569,6 +663,90 @@ def _restore_sqlite(db_copy: Path) -> None:
     finally:
         src.close()
         dst.close()
+
+
+def _extract_database(tar: tarfile.TarFile, name: str, tmp_dir: Path) -> Path:
+    """The database file (or, for pg_copy, directory of table files) from the archive."""
+    prefix = f"{ARCHIVE_ROOT}/{name}"
+    members = [m for m in tar.getmembers() if m.isfile() and (m.name == prefix or m.name.startswith(prefix + "/"))]
+    if not members:
+        raise StorageError(f"The backup lacks its database ({name}); the archive is damaged.")
+    for m in members:
+        target = tmp_dir / m.name.removeprefix(f"{ARCHIVE_ROOT}/")
+        if not target.resolve().is_relative_to(tmp_dir.resolve()):  # a crafted member name
+            raise StorageError(f"The backup has a bad member name {m.name!r}; it was not made by tracker.")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tar.extractfile(m) as fh, open(target, "wb") as out:
+            shutil.copyfileobj(fh, out, 1 << 20)
+    return tmp_dir / name
+
+
+def _migration_targets(applied: list[list[str]]) -> list[tuple[str, str]]:
+    """The latest applied migration of each app: what `migrate` must reach for the data."""
+    from django.db.migrations.loader import MigrationLoader
+
+    graph = MigrationLoader(None, ignore_no_migrations=True).graph
+    nodes = {(app, name) for app, name in applied}
+    unknown = sorted(n for n in nodes if n not in graph.nodes)
+    if unknown:
+        raise InvalidValue(
+            f"The backup's schema has migrations this tracker does not know ({unknown[0][0]}."
+            f"{unknown[0][1]}); it was made by a newer tracker, so upgrade tracker to restore it."
+        )
+    ancestors = set()
+    for node in nodes:
+        ancestors.update(n for n in graph.forwards_plan(node) if n != node)
+    return sorted(n for n in nodes if n not in ancestors)
+
+
+def _restore_pg_copy(directory: Path, manifest: dict[str, Any]) -> None:
+    """Recreate the backup's schema with migrations, then load every table with COPY.
+
+    Dropping the old tables, migrating and loading are one transaction (PostgreSQL's DDL is
+    transactional) with foreign keys checked at commit, so the database ends up exactly as
+    backed up, or unchanged if anything fails.
+    """
+    from django.db import transaction
+    from django.db.migrations.executor import MigrationExecutor
+
+    targets = _migration_targets(manifest.get("migrations") or [])
+    tables = [t for t in manifest.get("tables") or [] if t["name"] != "django_migrations"]
+    with connection.cursor() as cur:
+        cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+        existing = [r[0] for r in cur.fetchall()]
+    with transaction.atomic():
+        # The target is empty or its replacement was asked for (--force): start from no
+        # tables, so the schema is exactly the backup's, whatever version the target was at.
+        with connection.cursor() as cur:
+            for table in existing:
+                cur.execute(f"DROP TABLE IF EXISTS {_quote(table)} CASCADE")
+        MigrationExecutor(connection).migrate(targets)
+        _load_tables(directory, tables)
+
+
+def _load_tables(directory: Path, tables: list[dict[str, Any]]) -> None:
+    with connection.connection.cursor() as cur:
+        cur.execute("SET CONSTRAINTS ALL DEFERRED")
+        # migrations may have written rows (content types, data migrations); the backup's replace them
+        names = ", ".join(_quote(t["name"]) for t in tables)
+        if names:
+            cur.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+        for t in tables:
+            cols = ", ".join(_quote(c) for c in t["columns"])
+            sql = f"COPY {_quote(t['name'])} ({cols}) FROM STDIN (FORMAT binary)"
+            with open(directory / f"{t['name']}.copy", "rb") as fh, cur.copy(sql) as copy:
+                while chunk := fh.read(1 << 20):
+                    copy.write(chunk)
+        cur.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = "
+            "current_schema() AND (is_identity = 'YES' OR column_default LIKE 'nextval(%')"
+        )
+        for table, column in cur.fetchall():
+            cur.execute(
+                f"SELECT setval(pg_get_serial_sequence(%s, %s), COALESCE(MAX({_quote(column)}), 0) + 1, false) "
+                f"FROM {_quote(table)}",
+                [_quote(table), column],
+            )
 
 
 def _restore_postgres(dump: Path) -> None:

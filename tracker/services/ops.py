@@ -137,6 +137,8 @@ def doctor(*, kernel: bool = True) -> list[Check]:
     else:
         checks.append(_check_migrations())
     checks.append(_check_storage())
+    if db.status != "fail" and connection.vendor == "postgresql":
+        checks.append(_check_backup_tools())
     checks.append(_check_disk())
     if kernel:
         checks.append(_check_kernel())
@@ -239,6 +241,22 @@ def _check_migrations() -> Check:
             "when a program calls tracker.configure().",
         )
     return Check("migrations", "ok", "all applied")
+
+
+def _check_backup_tools() -> Check:
+    from tracker.services.backups import pg_dump_usable
+
+    with connection.cursor() as cur:
+        cur.execute("SHOW server_version_num")
+        server = int(cur.fetchone()[0]) // 10000
+    usable, why = pg_dump_usable(server)
+    if usable:
+        return Check("backup", "ok", f"`tracker backup` uses {why}")
+    return Check(
+        "backup",
+        "ok",
+        f"`tracker backup` uses binary COPY ({why}); restores need the same tracker version or newer",
+    )
 
 
 def _check_storage() -> Check:
