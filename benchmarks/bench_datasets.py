@@ -186,7 +186,7 @@ def main() -> None:
     from django.db import connection
 
     import tracker
-    from tracker.models import Project, Sample
+    from tracker.models import Sample
 
     results: dict[str, object] = {
         "database": connection.vendor,
@@ -246,12 +246,26 @@ def main() -> None:
             ]
     finally:
         if not args.keep:
-            Project.objects.filter(name=args.project).delete()
+            _cleanup(args.project)
         if temp_home and not args.keep:
             shutil.rmtree(args.home, ignore_errors=True)
     results["load_average_at_end"] = os.getloadavg()
     print(json.dumps(results, indent=2))
     _summary(results)
+
+
+def _cleanup(project: str) -> None:
+    """Delete the run's project in steps (one ORM delete of a million samples would collect
+    them all in memory first)."""
+    from tracker.models import Dataset, DatasetItem, DatasetVersion, Project, Sample
+
+    DatasetItem.objects.filter(version__dataset__project__name=project).delete()
+    DatasetVersion.objects.filter(dataset__project__name=project).delete()
+    Dataset.objects.filter(project__name=project).delete()
+    pks = list(Sample.objects.filter(project__name=project).values_list("pk", flat=True))
+    for start in range(0, len(pks), 500):
+        Sample.objects.filter(pk__in=pks[start : start + 500]).delete()
+    Project.objects.filter(name=project).delete()
 
 
 def _summary(r: dict) -> None:
