@@ -58,11 +58,17 @@ def parse_points(points: list[Any], now: float) -> list[tuple[str, int, float, f
     seen: dict[str, str] = {}
     for i, p in enumerate(points):
         if not isinstance(p, dict):
-            raise InvalidValue(f"Point {i} is a {type(p).__name__}; send objects like {{'key': 'loss', 'step': 3, 'value': 0.5}}.")
+            raise InvalidValue(
+                f"Point {i} is a {type(p).__name__}; send objects like {{'key': 'loss', 'step': 3, "
+                f"'value': 0.5}}. Nothing of this batch was stored."
+            )
         try:
             key, step, value = p["key"], p["step"], p["value"]
         except KeyError as exc:
-            raise InvalidValue(f"Point {i} has no {exc.args[0]!r}; each point needs key, step and value.") from None
+            raise InvalidValue(
+                f"Point {i} has no {exc.args[0]!r}; each point needs key, step and value. Nothing of "
+                f"this batch was stored."
+            ) from None
         try:
             k = seen.get(key) if key.__class__ is str else None
             if k is None:
