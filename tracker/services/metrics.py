@@ -901,14 +901,26 @@ def _at_exit() -> None:
             elif not buf.owned and buf.final is None:
                 buf.final = {}
             buf.inline = False
-        if not flusher.wait_idle(EXIT_FLUSH_SECONDS) or flusher.buffers():
-            left = sum(len(b.rows) for b in flusher.buffers())
-            if left:
-                print(
-                    f"tracker: {left} metric points could not be written before exit "
-                    f"(database unavailable).",
-                    file=sys.stderr,
-                )
+        # Wait as long as the writing makes progress (a large backlog on a slow database takes
+        # a while); give up only after EXIT_FLUSH_SECONDS without any.
+        def backlog() -> int:
+            bufs = flusher.buffers()
+            return sum(len(b.rows) + (b.create is not None) + (not b.done) for b in bufs)
+
+        last, since = backlog(), time.monotonic()
+        while not flusher.wait_idle(1.0):
+            now_left = backlog()
+            if now_left < last:
+                last, since = now_left, time.monotonic()
+            elif time.monotonic() - since > EXIT_FLUSH_SECONDS:
+                break
+        left = sum(len(b.rows) for b in flusher.buffers() if not b.done or b.rows)
+        if left:
+            print(
+                f"tracker: {left} metric points could not be written before exit "
+                f"(the database did not accept them for {EXIT_FLUSH_SECONDS:.0f} s).",
+                file=sys.stderr,
+            )
     except Exception as exc:  # pragma: no cover - last resort at interpreter exit
         print(f"tracker: flushing at exit failed: {exc}", file=sys.stderr)
 

@@ -27,6 +27,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from tracker import conf
+from tracker._dispatch import in_kernel
 from tracker.exceptions import InvalidValue, ParamConflict, RunNotFound
 from tracker.models import MetricSummary, Project, Run
 from tracker.models.runs import new_run_uid
@@ -398,9 +399,9 @@ def next_steps(run: Run) -> dict[str, int]:
 def finish_run(active: ActiveRun, status: str = Run.Status.FINISHED, error: str = "") -> Run:
     """End a run: its remaining points and final status are written by the background flusher
     at once (in one transaction with other runs' pending writes), so finishing costs no
-    database round trip. Durable runs and runs inside the caller's ``transaction.atomic()`` are
-    written before this returns. Reads in this process always see the end (they write what is
-    pending first); other processes within ``FLUSH_INTERVAL``.
+    database round trip. Durable runs, runs inside the caller's ``transaction.atomic()`` and
+    runs in a Jupyter kernel are written before this returns. Reads in this process always see
+    the end (they write what is pending first); other processes within ``FLUSH_INTERVAL``.
 
     Never raises for a database outage: the flusher keeps retrying (a warning says so).
     """
@@ -419,7 +420,9 @@ def finish_run(active: ActiveRun, status: str = Run.Status.FINISHED, error: str 
         else:
             buf.final = fields
             buf.system_interval = None
-            if active.durable or buf.inline:
+            if active.durable or buf.inline or in_kernel():
+                # In a notebook the end is written before the cell ends: a kernel can die (or
+                # be restarted by force) right after, and a cell is not a tight loop anyway.
                 _flush_now(active)
             else:
                 metrics_core.submit(buf)
