@@ -414,14 +414,22 @@ class Run(_RunData):
 
     # lifecycle
     def finish(self, status: str = "finished", error: Any = "") -> None:
-        """End the run: write buffered points, then the status and end time.
+        """End the run: its buffered points, status and end time are written together.
+
+        In a script the background flusher writes them at once (batched with other runs, so a
+        sweep of short runs costs no round trip each); reads in this process see the end
+        immediately, other processes within ``FLUSH_INTERVAL``, and everything pending is
+        written at exit. Durable runs, runs inside ``transaction.atomic()`` and runs in a
+        Jupyter kernel are written before this returns.
 
         Args:
             status: "finished", "failed" or "killed".
             error: a message or an exception (stored as a traceback summary).
 
-        Never raises for an unavailable database: the points and the status are kept and
-        retried in the background (a warning says so).
+        Raises:
+            InvalidValue: an unknown status. Never raises for an unavailable database: the
+                points and the status are kept and retried in the background (a warning
+                says so).
         """
         call("Run.finish", _finish, self._active, status, _error_text(error))
 
