@@ -93,9 +93,10 @@ def test_tracker_errors_map_to_http_and_store_nothing(db):
     c = world.client("editor")
     r = post(c, "/api/samples/", {"project": "own", "records": [{"id": "a"}, {"id": "a"}]})
     assert r.status_code == 400
-    assert "same id 'a'" in r.json()["detail"]
+    assert "repeats the id 'a'" in r.json()["detail"] and r.json()["code"] == "import_rejected"
     r = post(c, "/api/samples/", {"project": "own", "records": [{"id": "ok"}, "not a dict"]})
-    assert r.status_code == 400 and "Record 1" in r.json()["detail"]
+    assert r.status_code == 400 and "row 1" in r.json()["detail"]
+    assert [e["row"] for e in r.json()["report"]["errors"]] == [1]
     assert not Sample.objects.filter(project=world.own).exists()
     # A name that is taken answers 409.
     r = post(c, "/api/projects/", {"name": "foreign"})

@@ -40,15 +40,8 @@ class SampleBulkSerializer(serializers.Serializer):
         help_text="Sample records: `records[i][id_field]` is the id, `metadata` and `media_uri` "
         "are kept apart, every other key is data. Existing ids are updated.",
     )
-    id_field = serializers.CharField(max_length=200, default="id", required=False)
-
-
-class SampleRefSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    external_id = serializers.CharField()
-
-
-class SampleBulkResultSerializer(serializers.Serializer):
-    project = serializers.CharField()
-    count = serializers.IntegerField()
-    samples = SampleRefSerializer(many=True)
+    id_field = serializers.CharField(
+        max_length=200, required=False, allow_null=True, default=None,
+        help_text="The key holding each record's id; default: 'id' if records have one, else ids "
+        "derived from the content (re-sending a record updates it).",
+    )

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from tracker.models import Sample
 from tracker_api.base import ProjectScopedViewSet
 from tracker_api.serializers import samples as s
+from tracker_api.serializers.datasets import ImportReportSerializer
 
 
 class SampleFilter(django_filters.FilterSet):
@@ -34,21 +35,20 @@ class SampleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectSco
     ordering_fields = ["id", "updated_at", "created_at"]
     ordering = ["id"]
 
-    @extend_schema(request=s.SampleBulkSerializer, responses={201: s.SampleBulkResultSerializer})
+    @extend_schema(request=s.SampleBulkSerializer, responses={201: ImportReportSerializer})
     def create(self, request: Any) -> Response:
-        """Add samples (created on first use), updating those whose id exists; all or nothing."""
-        from tracker.services.samples import add_samples
+        """Add samples (the project is created on first use), updating those whose id exists.
+
+        All or nothing: a bad record stores nothing, and the answer's ``report`` lists every
+        bad record with its reason.
+        """
+        from tracker.services.imports import import_samples
 
         ser = s.SampleBulkSerializer(data=request.data)
         ser.is_valid(raise_exception=True)
         d = ser.validated_data
         project = self.project_for(d["project"], "editor", create=True)
-        stored = add_samples(project, d["records"], id_field=d.get("id_field") or "id")
-        return Response(
-            {
-                "project": project.name,
-                "count": len(stored),
-                "samples": [{"id": x.pk, "external_id": x.external_id} for x in stored],
-            },
-            status=status.HTTP_201_CREATED,
-        )
+        # The bulk import path: column-wise conversion and one statement per chunk (COPY on
+        # PostgreSQL), several times faster than row-by-row upserts for 10,000 records.
+        report = import_samples(project, d["records"], id_field=d.get("id_field"), store_media=False, progress=False)
+        return Response(ImportReportSerializer(report).data, status=status.HTTP_201_CREATED)
