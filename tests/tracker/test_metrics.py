@@ -393,3 +393,24 @@ def test_a_new_run_is_written_as_soon_as_an_operation_needs_its_row(settings):
     assert tracker.get_run(tracker.start_run("deferred", "read").id).name == "read"
     for run in (parent, child, other, late):
         run.finish()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sweep_of_short_runs_is_written_in_one_batch_with_correct_summaries(settings):
+    settings.TRACKER = {**settings.TRACKER, "FLUSH_INTERVAL": 60.0}
+    runs = []
+    for i in range(30):
+        with tracker.start_run("sweep", f"trial-{i}", params={"i": i}) as run:
+            run.log_metrics({"loss": 10.0 - i, "acc": i / 100}, step=0)
+            run.log_metrics({"loss": 5.0 - i, "acc": float("nan")}, step=1)
+        runs.append(run)
+    assert not Run.objects.filter(project__name="sweep").exists()  # all still in memory
+    frame = tracker.runs_frame("sweep")  # a read writes this process's pending work first
+    assert len(frame) == 30 and set(frame["status"]) == {"finished"}
+    for i, run in enumerate(runs):
+        loss = MetricSummary.objects.get(run__uid=run.id, key="loss")
+        assert (loss.last, loss.min, loss.max, loss.count) == (5.0 - i, 5.0 - i, 10.0 - i, 2)
+        acc = MetricSummary.objects.get(run__uid=run.id, key="acc")
+        assert (acc.min, acc.max, acc.count) == (i / 100, i / 100, 2)
+        assert frame.loc[run.id, "metrics.loss"] == 5.0 - i
+    assert Metric.objects.filter(run__project__name="sweep").count() == 120

@@ -300,6 +300,9 @@ class DatabaseSink:
 
         pks = []
         projects: dict[Any, int] = {}
+        with_points: list[tuple[int, Sequence[Point]]] = []
+        summaries: list[tuple] = []
+        now = _time()
         # A new run may need its project created through the ORM (its own atomic block).
         creates = any(isinstance(run, Mapping) for run, _, _ in batches)
         with write_transaction(raw_ok=not creates) as connection:
@@ -319,9 +322,16 @@ class DatabaseSink:
                     if fields:
                         update_row(Run, run_pk, fields)
                 if points:
-                    _insert_points(connection, run_pk, points)
-                    _upsert_summaries(connection, run_pk, summarize(points))
+                    with_points.append((run_pk, points))
+                    summaries.extend(_summary_rows(run_pk, summarize(points), now))
                 pks.append(run_pk)
+            # Points and summaries of all runs at once: a sweep of short runs is a handful of
+            # statements, not three per run.
+            if len(with_points) == 1:
+                _insert_points(connection, *with_points[0])
+            elif with_points:
+                _insert_points_many(connection, with_points)
+            _upsert_summaries(connection, summaries)
         return pks
 
     def heartbeat(self, run_pks: Sequence[int]) -> None:
@@ -422,20 +432,56 @@ def _summary_sql(vendor: str) -> str:
     return sql.replace("%s", "?") if vendor == "sqlite" else sql
 
 
-def _upsert_summaries(connection: Any, run_pk: int, summaries: Mapping[str, Summary]) -> None:
-    """Merge this batch's per-key summaries into the stored ones (one upsert per key)."""
-    if not summaries:
-        return
-    from tracker.services._runs_sql import raw_cursor
-
-    now = _time()
-    rows = [
+def _summary_rows(run_pk: int, summaries: Mapping[str, Summary], now: float) -> list[tuple]:
+    return [
         (run_pk, key, last, last_step, lo_v, hi_v, count, now)
         for key, (last_step, last, lo_v, hi_v, count) in summaries.items()
     ]
+
+
+def _upsert_summaries(connection: Any, rows: Sequence[tuple]) -> None:
+    """Merge batches' per-key summaries into the stored ones (one upsert per run and key)."""
+    if not rows:
+        return
+    from tracker.services._runs_sql import raw_cursor
+
     cur = raw_cursor(connection)
     try:
         cur.executemany(_summary_sql(connection.vendor), rows)
+    finally:
+        cur.close()
+
+
+def _insert_points_many(connection: Any, runs: Sequence[tuple[int, Sequence[Point]]]) -> None:
+    """Points of several runs in one go (a sweep of short runs): run_id is a parameter."""
+    from itertools import chain
+
+    from tracker.services._runs_sql import raw_cursor
+
+    rows = [(pk, *p) for pk, points in runs for p in points]
+    cur = raw_cursor(connection)
+    try:
+        if connection.vendor == "postgresql" and hasattr(cur, "copy"):
+            cols = "(run_id, key, step, value, timestamp)"
+            with cur.copy(f"COPY tracker_metric {cols} FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            return
+        mark = "?" if connection.vendor == "sqlite" else "%s"
+        k = max(1, _sqlite_rows_per_statement(connection) * 4 // 5) if mark == "?" else 200
+        one = f"({mark},{mark},{mark},{mark},{mark})"
+        n = len(rows)
+        full = n - n % k
+        if full:
+            flat = list(chain.from_iterable(rows[:full]))
+            width = 5 * k
+            cur.executemany(
+                _INSERT + ",".join([one] * k),
+                [flat[i : i + width] for i in range(0, len(flat), width)],
+            )
+        if full < n:
+            rest = rows[full:]
+            cur.execute(_INSERT + ",".join([one] * len(rest)), list(chain.from_iterable(rest)))
     finally:
         cur.close()
 
