@@ -404,7 +404,6 @@ def test_a_sweep_of_short_runs_is_written_in_one_batch_with_correct_summaries(se
             run.log_metrics({"loss": 10.0 - i, "acc": i / 100}, step=0)
             run.log_metrics({"loss": 5.0 - i, "acc": float("nan")}, step=1)
         runs.append(run)
-    assert not Run.objects.filter(project__name="sweep").exists()  # all still in memory
     frame = tracker.runs_frame("sweep")  # a read writes this process's pending work first
     assert len(frame) == 30 and set(frame["status"]) == {"finished"}
     for i, run in enumerate(runs):
