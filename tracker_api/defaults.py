@@ -37,6 +37,17 @@ def api_settings() -> dict[str, Any]:
             "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
         },
         "DATA_UPLOAD_MAX_MEMORY_SIZE": 64 * 1024 * 1024,
+        # A server error's traceback goes to the server's stderr (Django's default only mails
+        # it to ADMINS when DEBUG is off, which nobody configures for `tracker serve`).
+        "LOGGING": {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+            "loggers": {
+                "django.request": {"handlers": ["stderr"], "level": "ERROR", "propagate": False},
+                "tracker": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
+            },
+        },
         "SPECTACULAR_SETTINGS": {
             "TITLE": "tracker API",
             "DESCRIPTION": (

@@ -112,6 +112,15 @@ def stop_server(server: LiveServer) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(server.proc.pid, signal.SIGKILL)
             server.proc.wait()
+    # The wrapper is gone; wait until its workers have let go of the port too.
+    host, port = server.url.rsplit("/", 1)[-1].rsplit(":", 1)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, int(port)), timeout=0.5).close()
+        except OSError:
+            return
+        time.sleep(0.1)
 
 
 @pytest.fixture

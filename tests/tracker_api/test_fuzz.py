@@ -91,7 +91,10 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(subprocess_e
     report = json.loads(Path(glob.glob(str(tmp_path / "*.json"))[0]).read_text())
     generated = report["test_cases"]["generated"]
     print(f"schemathesis: {generated} generated requests, {report['operations']['tested']} operations")
-    summary = f"{out.stdout[-6000:]}\n--- server log ---\n{log[-3000:]}"
+    text = out.stdout
+    start = text.find("___")
+    failures = text[start : text.find("WARNINGS", start)] if start >= 0 else ""
+    summary = f"{failures[:8000]}\n{text[-2500:]}\n--- server log ---\n{log[-6000:]}"
     assert report["operations"]["tested"] == report["operations"]["total"], summary
     assert generated >= 1000, summary
     assert report["failures"] == [] and report["errors"] == [], summary
