@@ -156,22 +156,23 @@ class MetricBuffer:
             flush_buffer(self)
             return
         flusher = get_flusher()
-        self.kick_at = n + self.limit
         if not self.registered:
             self.registered = True
             flusher.register(self)
-            if n < self.limit:
-                return
         flusher.wake()
-        if n < self.cap or not flusher.healthy or flusher.is_current_thread():
-            return
-        # Backpressure: logging is outpacing the writer; wait for it instead of growing
-        # without bound. Never waits while the database is unavailable.
-        deadline = time.monotonic() + 30.0
-        while len(self.rows) >= self.cap and flusher.healthy and time.monotonic() < deadline:
-            self.drained.clear()
-            flusher.wake()
-            self.drained.wait(0.25)
+        if n >= self.cap and flusher.healthy and not flusher.is_current_thread():
+            # Backpressure: logging is outpacing the writer; wait for it instead of growing
+            # without bound. Never waits while the database is unavailable.
+            deadline = time.monotonic() + 30.0
+            while len(self.rows) >= self.cap and flusher.healthy and time.monotonic() < deadline:
+                self.drained.clear()
+                flusher.wake()
+                self.drained.wait(0.25)
+            n = len(self.rows)
+        # The next check: after another FLUSH_MAX_POINTS, and at the cap at the latest (while
+        # the writer keeps up), so the buffer never runs past it.
+        limit = n + self.limit
+        self.kick_at = min(limit, self.cap) if n < self.cap and flusher.healthy else limit
 
     def pending(self) -> int:
         return len(self.rows)
@@ -560,6 +561,7 @@ def flush_buffers(
                 written += n
                 if final is not None:
                     buf.done = True
+                buf.drained.set()  # a producer waiting on a full buffer may go on
     finally:
         for buf in held:
             buf.kick_at = len(buf.rows) + buf.limit
