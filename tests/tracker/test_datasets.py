@@ -255,6 +255,13 @@ def test_labels_are_frozen_with_the_version():
     v2 = tracker.create_dataset("lab", _samples("lab"), splits={"train": 0.5, "test": 0.5})
     assert v2.to_pandas()["label.sentiment"][0] == "neg"
     assert v1.diff(v2).changed == [samples[0].external_id]
+    # A filter across a many-valued relation repeats samples (two annotations here); a version
+    # still holds each sample once.
+    tracker.annotate(samples[1], "sentiment", "pos", annotator="second")
+    joined = _samples("lab").filter(annotations__value="pos")
+    assert joined.count() == 3
+    picked = tracker.create_dataset("lab-joined", joined)
+    assert picked.to_pandas()["id"].tolist() == [s.external_id for s in samples[1:3]]
     strat = tracker.create_dataset(
         "lab-strat", _samples("lab"), splits={"train": 0.5, "test": 0.5}, stratify_by="sentiment"
     )

@@ -71,8 +71,13 @@ class DatasetItem(models.Model):
     # No database-level constraints on these two: a version inserts a million rows at once,
     # and PostgreSQL would check (and row-lock) the sample and the version once per row.
     # Django still applies CASCADE and SET_NULL when versions and samples are deleted.
+    # db_index=False: the (version, split) index below serves lookups by version as well.
     version = models.ForeignKey(
-        DatasetVersion, on_delete=models.CASCADE, related_name="items", db_constraint=False
+        DatasetVersion,
+        on_delete=models.CASCADE,
+        related_name="items",
+        db_constraint=False,
+        db_index=False,
     )
     # Kept after the sample is deleted: the version must still say what it held.
     sample = models.ForeignKey(

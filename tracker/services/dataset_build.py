@@ -7,7 +7,7 @@ import bisect
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,17 +96,29 @@ class Splitter:
 # --------------------------------------------------------------------------- reading samples
 
 
+FIELDS = ("pk", "external_id", "data_text", "meta_text", "media", "media_uri", "project_id")
+
+
 def _rows_query(qs: QuerySet) -> QuerySet:
     # JSON is read as its text: no json.loads per row, and the text is what the row hash covers.
     return (
         qs.annotate(data_text=Cast("data", TextField()), meta_text=Cast("metadata", TextField()))
         .order_by()
-        .values_list("pk", "external_id", "data_text", "meta_text", "media", "media_uri")
+        .values_list(*FIELDS)
     )
 
 
+def _plain(qs: QuerySet) -> bool:
+    """A filter-only queryset can be read as it is (a subquery makes PostgreSQL's planner
+    guess badly right after a bulk import: 3-4x slower)."""
+    q = qs.query
+    return not (q.is_sliced or q.distinct or q.combinator or q.annotations or q.extra)
+
+
 def sample_chunks(samples: QuerySet | list[int]) -> Iterator[list[tuple]]:
-    """Rows (pk, external_id, data text, metadata text, media, media_uri) in chunks.
+    """Rows (pk, external_id, data text, metadata text, media, media_uri, project_id) in
+    chunks. A queryset that filters across a many-valued relation can repeat a sample; the
+    caller drops repeats.
 
     A queryset is read with one statement, so the rows come from one consistent state of the
     database; a list of primary keys is read in batches.
@@ -115,8 +127,9 @@ def sample_chunks(samples: QuerySet | list[int]) -> Iterator[list[tuple]]:
         if samples.query.combinator:  # union() & co cannot be used as a subquery
             samples = list(samples.values_list("pk", flat=True))
         else:
-            query = _rows_query(Sample.objects.filter(pk__in=samples.values("pk")))
-            sql, params = query.query.sql_with_params()
+            if not _plain(samples):
+                samples = Sample.objects.filter(pk__in=samples.values("pk"))
+            sql, params = _rows_query(samples).query.sql_with_params()
             # chunked_cursor: a server-side cursor on PostgreSQL, so 1M rows are not held at once.
             with connection.chunked_cursor() as cur:
                 cur.execute(sql, params)
@@ -132,6 +145,23 @@ def sample_chunks(samples: QuerySet | list[int]) -> Iterator[list[tuple]]:
             chunk = []
     if chunk:
         yield chunk
+
+
+def owner_of(project_ids: set[int], wanted: Project | None) -> Project:
+    """The one project of the samples read so far (and the one asked for, if given)."""
+    if len(project_ids) > 1:
+        names = sorted(Project.objects.filter(pk__in=project_ids).values_list("name", flat=True))
+        raise InvalidValue(
+            f"The samples come from {len(names)} projects ({', '.join(names)}); a dataset holds "
+            f"samples of one project. Filter the queryset to one project."
+        )
+    owner = Project.objects.get(pk=next(iter(project_ids)))
+    if wanted is not None and wanted.pk != owner.pk:
+        raise InvalidValue(
+            f"The samples belong to project {owner.name!r}, not {wanted.name!r}; pass "
+            f"project={owner.name!r} or leave project out."
+        )
+    return owner
 
 
 def labels_for(project: Project, pks: list[int]) -> dict[int, dict[str, Any]] | None:
@@ -158,6 +188,7 @@ class Frozen:
     """A version's content before it is stored: the table and the membership rows."""
 
     table: Any  # Arrow: id, split (with splits), data fields, metadata, media, label.<task>
+    project: Project
     pks: list[int]
     ids: list[str]
     splits: list[str]
@@ -181,7 +212,7 @@ class _Part:
 
 def _convert(chunk: list[tuple], found: dict[int, dict[str, Any]]) -> _Part:
     """One chunk of sample rows as columns, row hashes and an Arrow table (no database)."""
-    pks, ids, data, meta, media, uris = (list(c) for c in zip(*chunk))
+    pks, ids, data, meta, media, uris, _ = (list(c) for c in zip(*chunk))
     if found:
         labels = [found.get(pk) or {} for pk in pks]
         texts = [json.dumps(lab, sort_keys=True, default=str) if lab else "" for lab in labels]
@@ -207,17 +238,21 @@ def _convert(chunk: list[tuple], found: dict[int, dict[str, Any]]) -> _Part:
 
 def freeze(
     samples: QuerySet | list[int],
-    project: Project,
+    wanted: Project | None,
     splits: dict[str, float],
     seed: int,
     stratify_by: str | None,
-    previous: DatasetVersion | None,
+    previous_for: Callable[[Project], DatasetVersion | None],
     progress: Any,
 ) -> Frozen:
     """Read the samples once and build everything a version stores, sorted by sample id.
 
-    ``previous`` is the latest version made with the same splits, seed and stratify_by:
-    with stratify_by, its samples keep their split.
+    The samples' project is found while reading them (they must share one: ``wanted`` if
+    given). ``previous_for(project)`` gives the latest version made with the same splits,
+    seed and stratify_by: with stratify_by, its samples keep their split.
+
+    Raises:
+        InvalidValue: no samples, samples of several projects, or not of ``wanted``.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -243,12 +278,23 @@ def freeze(
         tables.append(part.table)
         progress.update(len(part.pks))
 
-    tasks = has_tasks(project)
+    project: Project | None = None
+    tasks = False
+    seen: set[int] = set()
     # The database is read here, in the caller's thread (its connection and transaction);
     # a helper thread converts chunk k while chunk k+1 is fetched.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracker-freeze") as pool:
         pending = None
         for chunk in sample_chunks(samples):
+            owners = {r[6] for r in chunk}
+            if project is None or owners != {project.pk}:
+                project = owner_of(owners | ({project.pk} if project else set()), wanted)
+                tasks = has_tasks(project)
+            pks = [r[0] for r in chunk]
+            if seen.isdisjoint(pks) and len(set(pks)) == len(pks):
+                seen.update(pks)
+            else:  # a sample repeated by a join over a many-valued relation: keep one
+                chunk = _unique(chunk, seen)
             found = labels_for(project, [r[0] for r in chunk]) if tasks else {}
             if found is None:
                 labels_known = False
@@ -259,6 +305,12 @@ def freeze(
             pending = job
         if pending is not None:
             collect(pending.result())
+    if project is None:
+        raise InvalidValue(
+            "The samples given are empty (the queryset matched nothing), so there is nothing "
+            "to version. Check the filter, or import samples first with tracker.import_samples()."
+        )
+    previous = previous_for(project) if stratify_by else None
     data = files.concat(tables)
     tables.clear()
     n = len(ids)
@@ -319,7 +371,17 @@ def freeze(
         "labels_frozen": labels_known,
     }
     counts = dict(sorted(Counter(split_names).items())) if splits else {}
-    return Frozen(table, pks, ids, split_names, hashes, digest.hexdigest(), schema, counts)
+    return Frozen(table, project, pks, ids, split_names, hashes, digest.hexdigest(), schema, counts)
+
+
+def _unique(chunk: list[tuple], seen: set[int]) -> list[tuple]:
+    """The rows of ``chunk`` whose sample is not in ``seen`` (adding them to it), once each."""
+    out = []
+    for row in chunk:
+        if row[0] not in seen:
+            seen.add(row[0])
+            out.append(row)
+    return out
 
 
 def _strata(stratify_by: str, data: Any, labels: Any) -> list[Any]:

@@ -26,7 +26,7 @@ from tracker.exceptions import DatasetNotFound, InvalidValue, RunNotFound
 from tracker.models import Dataset, DatasetItem, DatasetVersion, Project, Run, RunInput, Sample
 from tracker.services import dataset_build as build
 from tracker.services import dataset_files as files
-from tracker.services.imports import no_gc, sqlite_bulk
+from tracker.services.imports import ANALYZE_AFTER_ROWS, analyze, no_gc, sqlite_bulk
 from tracker.services.projects import get_project
 
 logger = logging.getLogger(__name__)
@@ -170,46 +170,6 @@ def _as_sample_source(samples: Any) -> QuerySet[Sample] | list[int]:
     return sorted(set(pks))
 
 
-def _project_of(samples: QuerySet[Sample] | list[int], project: Any) -> Project:
-    """The one project the samples belong to (checked against ``project`` if given)."""
-    if isinstance(samples, list):
-        step = 900
-        ids: set[int] = set()
-        for start in range(0, len(samples), step):
-            ids.update(
-                Sample.objects.filter(pk__in=samples[start : start + step])
-                .values_list("project_id", flat=True)
-                .distinct()
-            )
-    else:
-        ids = set(
-            Sample.objects.filter(pk__in=samples.values("pk"))
-            .order_by()
-            .values_list("project_id", flat=True)
-            .distinct()
-        )
-    if not ids:
-        raise InvalidValue(
-            "The samples given are empty (the queryset matched nothing), so there is nothing "
-            "to version. Check the filter, or import samples first with tracker.import_samples()."
-        )
-    if len(ids) > 1:
-        names = sorted(Project.objects.filter(pk__in=ids).values_list("name", flat=True))
-        raise InvalidValue(
-            f"The samples come from {len(ids)} projects ({', '.join(names)}); a dataset holds "
-            f"samples of one project. Filter the queryset to one project."
-        )
-    owner = Project.objects.get(pk=ids.pop())
-    if project is not None:
-        wanted = get_project(project)
-        if wanted.pk != owner.pk:
-            raise InvalidValue(
-                f"The samples belong to project {owner.name!r}, not {wanted.name!r}; pass "
-                f"project={owner.name!r} or leave project out."
-            )
-    return owner
-
-
 def _write_items(version: DatasetVersion, frozen: build.Frozen) -> None:
     """Membership rows, one short transaction per chunk so other writers are not held up."""
     table = DatasetItem._meta.db_table
@@ -254,13 +214,16 @@ def cleanup_stale_versions(
     return n
 
 
-def _progress(total: int | None, name: str, enabled: bool | None) -> Any:
+def _progress(source: QuerySet[Sample] | list[int], name: str, enabled: bool | None) -> Any:
     from tqdm.auto import tqdm
 
     from tracker import conf
 
+    if enabled is False or (enabled is None and not conf.get("PROGRESS")):
+        return tqdm(disable=True)
+    total = len(source) if isinstance(source, list) else source.count()
     if enabled is None:
-        enabled = bool(conf.get("PROGRESS")) and (total is None or total >= 100_000)
+        enabled = total >= 100_000
     return tqdm(
         total=total, desc=f"freeze {name}", unit=" samples", disable=not enabled, leave=False
     )
@@ -290,27 +253,33 @@ def create_dataset(
     if not isinstance(description, str):
         raise InvalidValue(f"description must be a string, not {type(description).__name__}.")
     source = _as_sample_source(samples)
-    owner = _project_of(source, project)
-    # The dataset row is made with its first version, so a failed first attempt leaves none.
-    dataset = Dataset.objects.filter(project=owner, name=name).first()
-    latest = None
-    if dataset is not None:
-        cleanup_stale_versions(dataset)
-        latest = _ready_versions().filter(dataset=dataset).order_by("-version").first()
-    config_same = latest is not None and (
-        latest.splits == split_spec
-        and latest.seed == seed
-        and latest.stratify_by == (stratify_by or "")
-    )
-    total = len(source) if isinstance(source, list) else source.count()
-    bar = _progress(total, name, progress)
+    wanted = get_project(project) if project is not None else None
+    found: dict[str, Any] = {}
+
+    def previous_for(owner: Project) -> DatasetVersion | None:
+        """The latest version of this dataset (once the samples' project is known)."""
+        dataset = Dataset.objects.filter(project=owner, name=name).first()
+        if dataset is not None:
+            cleanup_stale_versions(dataset)
+            found["latest"] = _ready_versions().filter(dataset=dataset).order_by("-version").first()
+        latest = found.get("latest")
+        same = latest is not None and (
+            latest.splits == split_spec
+            and latest.seed == seed
+            and latest.stratify_by == (stratify_by or "")
+        )
+        return latest if same else None
+
+    bar = _progress(source, name, progress)
     try:
         with no_gc():
-            frozen = build.freeze(
-                source, owner, split_spec, seed, stratify_by, latest if config_same else None, bar
-            )
+            frozen = build.freeze(source, wanted, split_spec, seed, stratify_by, previous_for, bar)
     finally:
         bar.close()
+    owner = frozen.project
+    if "latest" not in found:
+        previous_for(owner)
+    latest = found.get("latest")
     if latest is not None and latest.content_hash == frozen.content_hash:
         return version_info(latest)
     path = files.write_parquet(frozen.table)
@@ -338,6 +307,8 @@ def create_dataset(
     except BaseException:
         _discard(version)
         raise
+    if len(frozen.ids) >= ANALYZE_AFTER_ROWS:
+        analyze(DatasetItem._meta.db_table)
     return get_version(version.pk)
 
 
