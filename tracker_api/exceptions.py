@@ -102,7 +102,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             ),
             status=status.HTTP_409_CONFLICT,
         )
-    if isinstance(exc, DataError):
+    if isinstance(exc, DataError) or _driver_data_error(exc):
         # The database refused a value the validation let through (a NUL character in text
         # for PostgreSQL, a number out of range): the input's fault, so 400, and the
         # transaction has rolled back.
@@ -143,6 +143,16 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         code = exc.get_codes() if not isinstance(detail, (dict, list)) else exc.default_code
         body = error_body(_summary(_flatten(detail)) if isinstance(detail, (dict, list)) else str(detail), str(code))
     return Response(body, status=exc.status_code, headers=headers)
+
+
+def _driver_data_error(exc: Exception) -> bool:
+    """A DataError raised by psycopg itself (COPY and raw cursors bypass Django's wrapper),
+    such as a NUL character PostgreSQL cannot hold in text or JSON."""
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    return isinstance(exc, psycopg.DataError)
 
 
 def _jsonable(value: Any) -> Any:
