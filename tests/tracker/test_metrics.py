@@ -339,12 +339,14 @@ def test_a_forked_worker_logs_into_the_same_run(subprocess_env):
                     run.log_metric("worker", float(i), step=i)
                 raise SystemExit(0)
             os.waitpid(pid, 0)
+            print(tracker.get_run(run.id).status)  # the worker's exit did not end the run
             run.log_metric("parent", 2.0)
         print(run.id)
         """,
         subprocess_env,
     )
-    run_id = proc.stdout.strip().splitlines()[-1]
+    status_meanwhile, run_id = proc.stdout.strip().splitlines()[-2:]
+    assert status_meanwhile == "running"
     assert Metric.objects.filter(run__uid=run_id, key="worker").count() == 100
     assert Metric.objects.filter(run__uid=run_id, key="parent").count() == 2  # not duplicated
     assert Run.objects.get(uid=run_id).status == "finished"

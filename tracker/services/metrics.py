@@ -624,12 +624,14 @@ class Flusher:
     def register(self, buf: MetricBuffer) -> None:
         with self._lock:
             self._buffers[id(buf)] = buf
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._main, name="tracker-flusher", daemon=True
-                )
-                self._thread.start()
+            self._ensure_thread()
         _install_exit_hooks()
+
+    def _ensure_thread(self) -> None:
+        # Called with self._lock held.
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._main, name="tracker-flusher", daemon=True)
+            self._thread.start()
 
     def is_registered(self, buf: MetricBuffer) -> bool:
         with self._lock:
@@ -651,8 +653,9 @@ class Flusher:
         with self._lock:
             while any(not b.done or b.rows or b.create for b in self._buffers.values()):
                 left = deadline - time.monotonic()
-                if left <= 0 or self._thread is None:
+                if left <= 0:
                     return False
+                self._ensure_thread()  # e.g. in a forked child, where no thread runs yet
                 self._wake.set()
                 self._idle.wait(min(left, 0.2))
         return True

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import sys
 import threading
@@ -63,6 +64,7 @@ class ActiveRun:
     execution: int | None = None
     finished: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+    pid: int = field(default_factory=os.getpid)  # the process that owns the run's end
 
     @property
     def pk(self) -> int | None:
@@ -76,6 +78,17 @@ class ActiveRun:
 # Runs started (or resumed) by this process and not finished yet, by uid.
 _open: dict[str, ActiveRun] = {}
 _open_lock = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    # A forked worker may log into its parent's runs, but they are not its own to end.
+    global _open_lock
+    _open_lock = threading.Lock()
+    _open.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def open_runs() -> list[ActiveRun]:
@@ -409,6 +422,11 @@ def finish_run(active: ActiveRun, status: str = Run.Status.FINISHED, error: str 
         raise InvalidValue(f"A run finishes as 'finished', 'failed' or 'killed', not {status!r}.")
     if not isinstance(error, str):
         error = str(error)
+    if active.pid != os.getpid():
+        # A forked worker ending its copy of the parent's run: its points go in, the run's
+        # status stays the parent's to set.
+        metrics_core.submit(active.buffer)
+        return active.run
     with active.lock:
         now = timezone.now()
         fields = {"status": str(status), "ended_at": now, "error": error[: ERROR_CHARS * 2]}
