@@ -433,6 +433,8 @@ def test_runs_collection_filters_lazily():
         tracker.runs("filters", status="done").list()
     with pytest.raises(InvalidValue, match="dict"):
         tracker.runs("filters", tags=["stage"]).count()
+    with pytest.raises(InvalidValue, match="Cannot order runs by 'loss'"):
+        tracker.runs("filters").order_by("loss").list()
 
 
 def test_runs_frame_has_one_row_per_run_with_params_metrics_tags_and_datasets():

@@ -723,6 +723,15 @@ def filter_runs(
     if since is not None:
         qs = qs.filter(started_at__gte=since)
     if order_by:
+        if isinstance(order_by, str):
+            order_by = [order_by]
+        known = {f.name for f in Run._meta.concrete_fields}
+        bad = [f for f in order_by if not isinstance(f, str) or f.lstrip("-") not in known]
+        if bad:
+            raise InvalidValue(
+                f"Cannot order runs by {bad[0]!r}; use run fields such as '-started_at', "
+                f"'name', 'status' or 'ended_at'."
+            )
         qs = qs.order_by(*order_by)
     if limit is not None:
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
