@@ -12,6 +12,8 @@ Measures, on one 1M-row DataFrame of 5 columns (id, text, n, score, label):
   * export (Parquet, JSONL, CSV) and iter_batches, each in a fresh process, with its peak RSS
     growth over the process's RSS before the call (target <= 300 MB).
 Wall and CPU seconds are both shown: the machine is shared, CPU time is the steadier figure.
+For scale, the same rows are also bulk-inserted with the plain driver into a scratch copy of
+the samples table (the database's own floor on this machine at that moment).
 Everything the run creates is in a project of its own, deleted at the end (unless --keep).
 """
 
@@ -196,6 +198,10 @@ def main() -> None:
     }
     df = frame(args.rows)
     try:
+        from tracker.services.projects import get_or_create_project
+
+        project_id = get_or_create_project(args.project).pk
+        results["raw_insert_floor"] = raw_insert_floor(df, project_id)
         with Timer() as t:
             report = tracker.import_samples(args.project, df)
         assert report.created == args.rows, report
@@ -254,6 +260,53 @@ def main() -> None:
     _summary(results)
 
 
+def raw_insert_floor(df, project_id: int) -> dict:
+    """The database's own floor, measured in the same run: the same rows, already as JSON
+    text, bulk-inserted with the plain driver (COPY on PostgreSQL, executemany on SQLite) in
+    one transaction into a scratch table with the samples table's columns, indexes, checks
+    and foreign key. No validation, no conversion, no upsert."""
+    import json
+
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    rows = [
+        (eid, json.dumps({"text": t, "n": int(n), "score": float(sc), "label": lab}))
+        for eid, t, n, sc, lab in zip(df["id"], df["text"], df["n"], df["score"], df["label"])
+    ]
+    now = timezone.now()
+    cols = "external_id, data, metadata, media, media_uri, project_id, created_at, updated_at"
+    with connection.cursor() as cur:
+        if connection.vendor == "postgresql":
+            cur.execute("CREATE TABLE bench_floor (LIKE tracker_sample INCLUDING ALL)")
+            cur.execute(
+                "ALTER TABLE bench_floor ADD FOREIGN KEY (project_id) REFERENCES "
+                "tracker_project (id) DEFERRABLE INITIALLY DEFERRED"
+            )
+        else:
+            cur.execute("SELECT sql FROM sqlite_master WHERE tbl_name = 'tracker_sample'")
+            for (ddl,) in cur.fetchall():
+                if ddl:
+                    ddl = ddl.replace('"tracker_sample"', '"bench_floor"')
+                    cur.execute(ddl.replace('INDEX "', 'INDEX "bench_floor_'))
+    try:
+        with Timer() as t, transaction.atomic(), connection.cursor() as cur:
+            if connection.vendor == "postgresql":
+                with cur.cursor.copy(f"COPY bench_floor ({cols}) FROM STDIN") as copy:
+                    for eid, data in rows:
+                        copy.write_row((eid, data, "{}", "", "", project_id, now, now))
+            else:
+                stamp = connection.ops.adapt_datetimefield_value(now)
+                cur.executemany(
+                    f"INSERT INTO bench_floor ({cols}) VALUES (%s, %s, '{{}}', '', '', %s, %s, %s)",
+                    [(eid, data, project_id, stamp, stamp) for eid, data in rows],
+                )
+    finally:
+        with connection.cursor() as cur:
+            cur.execute("DROP TABLE bench_floor")
+    return {"wall": t.wall, "cpu": t.cpu, "rows_per_s": len(rows) / t.wall}
+
+
 def _cleanup(project: str) -> None:
     """Delete the run's project in steps (one ORM delete of a million samples would collect
     them all in memory first)."""
@@ -277,6 +330,11 @@ def _summary(r: dict) -> None:
     print(
         f"import_samples:            {imp['rows_per_s']:>10,.0f} rows/s "
         f"({imp['wall']:.1f} s wall, {imp['cpu']:.1f} s CPU)"
+    )
+    floor = r["raw_insert_floor"]
+    print(
+        f"  (driver-only bulk insert of the same rows: {floor['rows_per_s']:,.0f} rows/s, "
+        f"{floor['wall']:.1f} s)"
     )
     print(
         f"re-import, all unchanged:  {again['rows_per_s']:>10,.0f} rows/s ({again['wall']:.1f} s)"
