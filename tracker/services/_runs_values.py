@@ -54,7 +54,10 @@ def metric_value(key: str, value: object) -> float:
     if cls is float:
         return value  # type: ignore[return-value]
     if cls is int:
-        return float(value)  # type: ignore[arg-type]
+        try:
+            return float(value)  # type: ignore[arg-type]
+        except OverflowError:
+            raise _too_big(key, value) from None
     problem = None
     if value is None:
         problem = "None"
@@ -64,7 +67,10 @@ def metric_value(key: str, value: object) -> float:
         problem = f"the {type(value).__name__} {value!r:.40}"
     if problem is None:
         if isinstance(value, numbers.Real):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                raise _too_big(key, value) from None
         if hasattr(value, "__float__"):
             try:
                 return float(value)  # type: ignore[arg-type]
@@ -75,6 +81,13 @@ def metric_value(key: str, value: object) -> float:
     raise InvalidValue(
         f"Metric {key!r} got {problem}; metric values must be numbers (int, float, a NumPy "
         f"scalar or a one-element tensor; NaN and inf are allowed). Log text as a tag or param."
+    )
+
+
+def _too_big(key: str, value: object) -> InvalidValue:
+    return InvalidValue(
+        f"Metric {key!r} got a number too large for a float ({str(value)[:20]}..., beyond "
+        f"1.8e308); log it as float('inf') or scaled down, for example as its logarithm."
     )
 
 
