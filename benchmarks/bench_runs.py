@@ -9,7 +9,8 @@ measured in the same run on the same machine, because the machine is shared and 
 
   1. run.log_metric in a Python loop, 1M points, end to end including the final flush
      (baseline: plain sqlite3 executemany of the same rows into the same table and index);
-  2. RSS added by logging 10M points (in a child process: peak RSS after minus before);
+  2. RSS added by logging 10M points (in a child process: peak RSS sampled every 20 ms
+     while logging, minus RSS before, after a warm-up run);
   3. 1000 runs with 20 params + 5 metrics created through the API, then as a DataFrame;
   4. 10,000 runs as a DataFrame;
   5. a 100k-point history as a DataFrame (baseline: pandas.read_sql of the same rows);
@@ -91,22 +92,34 @@ def baseline_executemany(points: int) -> float:
 
 
 MEMORY_CHILD = """
-import resource, sys, time, tracker
+import gc, sys, threading, time, psutil, tracker
 tracker.configure(home=sys.argv[1], quiet=True)
 n = int(sys.argv[2])
+proc = psutil.Process()
 warm = tracker.start_run("bench-mem-warm")
-for i in range(100_000):
+for i in range(200_000):
     warm.log_metric("x", float(i), i)
 warm.finish()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+warm.flush()
+gc.collect()
+before = proc.memory_info().rss
+peak = [before]
+done = threading.Event()
+def sample():
+    while not done.is_set():
+        peak[0] = max(peak[0], proc.memory_info().rss)
+        time.sleep(0.02)
+threading.Thread(target=sample, daemon=True).start()
 t = time.perf_counter()
 with tracker.start_run("bench-mem") as run:
     log = run.log_metric
     for i in range(n):
         log("loss", i * 1e-7, i)
+run.flush()
 elapsed = time.perf_counter() - t
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print((after - before) / 1024, n / elapsed)
+done.set()
+time.sleep(0.05)
+print((peak[0] - before) / 2**20, n / elapsed)
 """
 
 
