@@ -54,13 +54,21 @@ def bench_log_loop(points: int) -> dict[str, float]:
     import tracker
 
     t = time.perf_counter()
+    c = time.process_time()
     with tracker.start_run("bench-loop") as run:
         log = run.log_metric
         for i in range(points):
             log("loss", i * 1e-6, i)
         logged = time.perf_counter()
+    tracker.flush()  # end to end: every point committed
     total = time.perf_counter() - t
-    return {"loop_s": logged - t, "total_s": total, "rate": points / total}
+    cpu = time.process_time() - c
+    return {
+        "loop_s": logged - t,
+        "total_s": total,
+        "rate": points / total,
+        "cpu_rate": points / cpu,
+    }
 
 
 def baseline_executemany(points: int) -> float:
@@ -140,15 +148,18 @@ def bench_runs(n: int) -> dict[str, float]:
 
     params = {f"param_{j}": (j * 0.1 if j % 2 else f"value-{j}") for j in range(20)}
     t = time.perf_counter()
+    c = time.process_time()
     for i in range(n):
         with tracker.start_run("bench-runs", f"run-{i}", params=params) as run:
             run.log_metrics({f"metric_{j}": i * 0.001 + j for j in range(5)})
+    tracker.flush()  # every run committed
     created = time.perf_counter() - t
+    created_cpu = time.process_time() - c
     frame_s = best(lambda: tracker.runs_frame("bench-runs"))
     frame = tracker.runs_frame("bench-runs")
     assert len(frame) == n and frame.filter(like="params.").shape[1] == 20
     assert frame.filter(like="metrics.").shape[1] == 5
-    return {"create_s": created, "frame_s": frame_s}
+    return {"create_s": created, "create_cpu_s": created_cpu, "frame_s": frame_s}
 
 
 def make_many_runs(n: int) -> None:
@@ -317,12 +328,14 @@ def main() -> None:
     loops = [bench_log_loop(args.points) for _ in range(3)]
     rates = sorted(r["rate"] for r in loops)
     base = baseline_executemany(args.points)
+    cpu_rates = sorted(r["cpu_rate"] for r in loops)
     row(
         f"log_metric loop, {args.points:,} points, end to end",
         f"{statistics.median(rates):,.0f}/s",
         ">= 250,000/s",
         statistics.median(rates) >= 250_000,
-        f"best {rates[-1]:,.0f}/s; plain sqlite3 executemany {base:,.0f} rows/s",
+        f"best {rates[-1]:,.0f}/s; per CPU-second {statistics.median(cpu_rates):,.0f}; "
+        f"plain sqlite3 executemany {base:,.0f} rows/s",
     )
     if not args.quick:
         mem = bench_memory(home, args.memory_points)
@@ -340,7 +353,7 @@ def main() -> None:
         f"{r['create_s']:.3f} s",
         "<= 0.5 s",
         r["create_s"] <= 0.5,
-        f"{r['create_s']:.2f} ms per run",
+        f"{r['create_s']:.2f} ms per run; {r['create_cpu_s']:.3f} CPU-s",
     )
     row(
         "1000 runs as a DataFrame (runs_frame)",

@@ -415,3 +415,24 @@ def test_a_sweep_of_short_runs_is_written_in_one_batch_with_correct_summaries(se
         assert (acc.min, acc.max, acc.count) == (i / 100, i / 100, 2)
         assert frame.loc[run.id, "metrics.loss"] == 5.0 - i
     assert Metric.objects.filter(run__project__name="sweep").count() == 120
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tracker_flush_writes_everything_pending_and_reports_an_outage(settings):
+    import asyncio
+
+    from tracker.exceptions import DatabaseUnavailable
+
+    settings.TRACKER = {**settings.TRACKER, "FLUSH_INTERVAL": 60.0}
+    run = tracker.start_run("flush-all")
+    for i in range(100):
+        run.log_metric("x", float(i))
+    mc.set_sink(FlakySink(failures=1))
+    with pytest.raises(DatabaseUnavailable, match="100 metric points stay buffered"):
+        tracker.flush()
+    tracker.flush()  # (the woken background flusher may have written them already)
+    assert _count_elsewhere(run.id) == 100  # nothing was lost by the failed attempt
+    run.log_metric("x", 100.0)
+    run.finish()
+    assert asyncio.run(tracker.aio.flush()) == 1
+    assert Run.objects.get(uid=run.id).status == "finished"

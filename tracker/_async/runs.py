@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from tracker.models import Project
 
-__all__ = ["compare", "get_run", "plot_metrics", "runs", "runs_frame", "start_run"]
+__all__ = ["compare", "flush", "get_run", "plot_metrics", "runs", "runs_frame", "start_run"]
 
 
 class AsyncRun(_RunData):
@@ -259,6 +259,11 @@ async def start_run(
         execution,
     )
     return AsyncRun(active)
+
+
+async def flush() -> int:
+    """Awaitable :func:`tracker.flush`."""
+    return await acall("flush", sync._flush_all)
 
 
 async def get_run(run_id: str) -> AsyncRun:

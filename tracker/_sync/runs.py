@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from tracker.services.artifacts import ArtifactInfo
     from tracker.services.runs import ActiveRun
 
-__all__ = ["compare", "get_run", "plot_metrics", "runs", "runs_frame", "start_run"]
+__all__ = ["compare", "flush", "get_run", "plot_metrics", "runs", "runs_frame", "start_run"]
 
 
 def no_io(fn: Any) -> Any:
@@ -839,6 +839,29 @@ def start_run(
         execution,
     )
     return Run(active)
+
+
+def _flush_all() -> int:
+    from tracker.services import metrics
+
+    return metrics.flush_all()
+
+
+@entry
+def flush() -> int:
+    """Write everything this process has buffered (points, new runs, ends of runs) now.
+
+    Reads through tracker in this process never need it (they write what is pending first);
+    use it before another process, or raw ORM queries, must see this process's latest work.
+
+    Returns:
+        The number of metric points written.
+
+    Raises:
+        DatabaseUnavailable: the database cannot be reached; nothing is lost, the points stay
+            buffered and the background flusher keeps retrying.
+    """
+    return _flush_all()
 
 
 def _get(run_id: Any) -> ActiveRun:

@@ -575,6 +575,30 @@ def flush_buffer(buf: MetricBuffer, sink: Sink | None = None) -> int:
     return flush_buffers([buf], sink)
 
 
+def flush_all() -> int:
+    """Write every registered buffer now, in this thread; returns the points written.
+
+    Raises:
+        DatabaseUnavailable: the database cannot be reached (the points stay buffered).
+    """
+    flusher = _flusher
+    if flusher is None:
+        return 0
+    bufs = [b for b in flusher.buffers() if _pending(b)]
+    try:
+        return flush_buffers(bufs) if bufs else 0
+    except _unavailable_errors() as exc:
+        from tracker.exceptions import DatabaseUnavailable
+
+        flusher.wake()
+        get_sink().close()
+        pending = sum(len(b.rows) for b in bufs)
+        raise DatabaseUnavailable(
+            f"The database cannot be reached ({type(exc).__name__}: {exc}); {pending} metric "
+            f"points stay buffered and are retried in the background. Try again later."
+        ) from exc
+
+
 def flush_pending() -> None:
     """Write everything this process has buffered, so a read here sees this process's own
     writes (runs just started or finished, points just logged). An outage is left to the
@@ -952,6 +976,7 @@ def _at_exit() -> None:
             elif not buf.owned and buf.final is None:
                 buf.final = {}
             buf.inline = False
+
         # Wait as long as the writing makes progress (a large backlog on a slow database takes
         # a while); give up only after EXIT_FLUSH_SECONDS without any.
         def backlog() -> int:
