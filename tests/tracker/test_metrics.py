@@ -434,5 +434,6 @@ def test_tracker_flush_writes_everything_pending_and_reports_an_outage(settings)
     assert _count_elsewhere(run.id) == 100  # nothing was lost by the failed attempt
     run.log_metric("x", 100.0)
     run.finish()
-    assert asyncio.run(tracker.aio.flush()) == 1
+    assert asyncio.run(tracker.aio.flush()) in (0, 1)  # 0 if the flusher was quicker
     assert Run.objects.get(uid=run.id).status == "finished"
+    assert _count_elsewhere(run.id) == 101
