@@ -6,7 +6,7 @@ host project configured Django already.
 
 from tracker_api.server import configure_from_environment
 
-configure_from_environment()
+configure_from_environment(persistent_connections=True)
 
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 
