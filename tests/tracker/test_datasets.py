@@ -521,3 +521,34 @@ def test_diff_merges_ids_in_code_point_order():
     assert diff.unchanged == 7
     back = v2.diff(v1)
     assert (back.added, back.removed, back.changed) == (["B", "é"], ["A", "ü"], ["a"])
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Chunks of 7 rows, so a few dozen samples cross many chunk boundaries."""
+    from tracker.services import dataset_build, datasets, import_sources
+
+    monkeypatch.setattr(dataset_build, "CHUNK", 7)
+    monkeypatch.setattr(datasets, "CHUNK", 7)
+    monkeypatch.setattr(import_sources, "CHUNK_ROWS", 7)
+
+
+def test_many_chunks_give_the_same_version(small_chunks):
+    from tracker.models import DatasetItem
+
+    _populate(100)
+    v = tracker.create_dataset("chunky", _samples(), splits=SPLITS, stratify_by="kind")
+    df = v.to_pandas()
+    assert df["id"].tolist() == [f"s{i:04d}" for i in range(100)]
+    assert df["n"].tolist() == list(range(100))
+    items = DatasetItem.objects.filter(version_id=v.id)
+    assert items.count() == 100
+    by_id = dict(items.values_list("external_id", "sample__data__n"))
+    assert by_id == {f"s{i:04d}": i for i in range(100)}  # every item points at its sample
+    assert dict(items.values_list("external_id", "split")) == dict(zip(df["id"], df["split"]))
+    listed = list(_samples().order_by("-data__n"))
+    again = tracker.create_dataset("chunky-list", listed[::-1] + listed[:5])
+    assert again.to_pandas()["id"].tolist() == df["id"].tolist()
+    _populate(10, start=100)
+    v2 = tracker.create_dataset("chunky", _samples(), splits=SPLITS, stratify_by="kind")
+    assert len(v.diff(v2).added) == 10 and v.diff(v2).moved == []

@@ -545,3 +545,17 @@ def test_report_json_of_stored_data_matches_what_django_writes():
     a, b = (Sample.objects.get(external_id=k) for k in "ab")
     assert a.data == b.data == {"v": [1, {"é": None}]}
     assert json.dumps(a.data) == json.dumps(b.data)
+
+
+def test_ids_repeated_across_chunks_are_found(monkeypatch, tmp_path: Path):
+    from tracker.services import import_sources
+
+    monkeypatch.setattr(import_sources, "CHUNK_ROWS", 4)
+    records = [{"id": f"r{i}", "v": i} for i in range(20)] + [{"id": "r3", "v": -1}]
+    with pytest.raises(ImportRejected, match="row 20: repeats the id 'r3' of row 3"):
+        tracker.import_samples("imp", pd.DataFrame(records))
+    path = tmp_path / "d.csv"
+    path.write_text("id,v\n" + "".join(f"r{i},{i}\n" for i in range(20)) + "bad\n")
+    report = tracker.import_samples("imp", path, on_error="skip")
+    assert (report.created, report.bad) == (20, 1)
+    assert _rows()["r17"]["data"] == {"v": 17}

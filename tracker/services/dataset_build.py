@@ -290,9 +290,9 @@ def freeze(
             if project is None or owners != {project.pk}:
                 project = owner_of(owners | ({project.pk} if project else set()), wanted)
                 tasks = has_tasks(project)
-            pks = [r[0] for r in chunk]
-            if seen.isdisjoint(pks) and len(set(pks)) == len(pks):
-                seen.update(pks)
+            keys = [r[0] for r in chunk]
+            if seen.isdisjoint(keys) and len(set(keys)) == len(keys):
+                seen.update(keys)
             else:  # a sample repeated by a join over a many-valued relation: keep one
                 chunk = _unique(chunk, seen)
             found = labels_for(project, [r[0] for r in chunk]) if tasks else {}
