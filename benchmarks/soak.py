@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -238,6 +239,13 @@ def main() -> int:
         ap.error("pass --pg-url postgres://... (an existing database) or --no-postgres")
 
     home = Path(tempfile.mkdtemp(prefix="tracker-soak-"))
+    try:
+        return _soak(args, home)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _soak(args: argparse.Namespace, home: Path) -> int:
     sqlite_env = child_env(f"sqlite:///{home / 'soak.sqlite3'}", home)
     pg_env = child_env(args.pg_url, home) if not args.no_postgres else None
     # Migrate first, so the workers do not all race to do it at start-up.
