@@ -44,8 +44,8 @@ def api_settings() -> dict[str, Any]:
             "disable_existing_loggers": False,
             "handlers": {"stderr": {"class": "logging.StreamHandler"}},
             "loggers": {
-                "django.request": {"handlers": ["stderr"], "level": "ERROR", "propagate": False},
-                "tracker": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
+                # Propagates too, so pytest's caplog and host handlers still see it.
+                "django.request": {"handlers": ["stderr"], "level": "ERROR", "propagate": True},
             },
         },
         "SPECTACULAR_SETTINGS": {
