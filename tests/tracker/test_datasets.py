@@ -232,6 +232,8 @@ def test_heterogeneous_and_nested_data(tmp_path: Path):
     assert v.schema["renamed"] == {"split": "data.split"}
     assert df.loc["b", "metadata"] == {"source": "web"}
     assert df.loc["c", "media_uri"] == "s3://bucket/c.png"
+    lines = v.export(tmp_path / "mixed.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == v.to_arrow().to_pylist()
     out = v.export(tmp_path / "mixed.csv")
     text = out.read_text()
     assert '"[""p""]"' in text  # nested values are JSON text in CSV

@@ -98,7 +98,7 @@ def _encode_python(name: str, values: list[Any]) -> tuple[list[str], dict[int, s
     return out, bad
 
 
-def _encode_arrow(name: str, arr: Any) -> tuple[list[str], dict[int, str]]:
+def encode_arrow(name: str, arr: Any) -> tuple[list[str], dict[int, str]]:
     """JSON fragments for an Arrow array, vectorised for the common scalar types."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -266,7 +266,7 @@ def _column_chunk(
             else:
                 media_uri = values
         else:
-            encoded[name] = _encode_python(name, col) if plain else _encode_arrow(name, col)
+            encoded[name] = _encode_python(name, col) if plain else encode_arrow(name, col)
             continue
         for i, reason in bad.items():
             problems.setdefault(i, reason)
@@ -274,14 +274,14 @@ def _column_chunk(
         for i, reason in bad.items():
             problems[i] = f"{problems[i]}; {reason}" if i in problems else reason
     if encoded:
-        template = _template(encoded)
+        template = object_template(encoded)
         data = [template % row for row in zip(*(frags for frags, _ in encoded.values()))]
     else:
         data = ["{}"] * n
     return Chunk(numbers, ids, data, problems, metadata, media_uri, media, id_col is None)
 
 
-def _template(columns: Iterable[str]) -> str:
+def object_template(columns: Iterable[str]) -> str:
     """A %-format template for one row's JSON object (Django's separators, keys escaped)."""
     keys = [_enc(name).replace("%", "%%") + ": %s" for name in columns]
     return "{" + ", ".join(keys) + "}"
