@@ -7,8 +7,9 @@
   and the same annotations as a Label Studio export through tracker.import_label_studio.
 - agreement: tracker.agreement (and resolve_labels) over 100,000 annotations
   (25,000 samples x 4 annotators, 5 labels), database read included.
-- queue: N annotator processes draining one queue with next_samples(n=1) + annotate; claim
-  latency percentiles, duplicate claims, errors ("database is locked" included).
+- queue: N annotator processes working one queue with next_samples(n=1) + annotate for
+  --seconds (or until it is empty); claim latency percentiles, duplicate claims, errors
+  ("database is locked" included). The load average is printed with each figure.
 
 Each run uses a fresh database: a new embedded SQLite home, or with --db postgres a fresh
 database ``tracker_labeling_bench`` on $TRACKER_BENCH_PG (default postgres://postgres@127.0.0.1:5432).
@@ -35,13 +36,13 @@ WORKER = r"""
 import json, sys, time
 import tracker
 tracker.configure(quiet=True)
-project, task, me, start_at = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+project, task, me, start_at, stop_at = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
 tracker.next_samples(project, task, 1, me + "-warmup", ttl=0.001)  # connection + user, not timed
 tracker.release(project, task, None, me + "-warmup")
 while time.time() < start_at:
     time.sleep(0.002)
 lat, claimed, errors = [], [], []
-while True:
+while time.time() < stop_at:
     t0 = time.perf_counter()
     try:
         got = tracker.next_samples(project, task, 1, me)
@@ -58,6 +59,7 @@ print(json.dumps({"lat": lat, "claimed": claimed, "errors": errors}))
 
 
 def emit(**fields: object) -> None:
+    fields["load_avg_1m"] = round(os.getloadavg()[0], 1)
     print(json.dumps(fields), flush=True)
 
 
@@ -155,20 +157,28 @@ def bench_agreement(db: str, total: int) -> None:
          seconds=round(time.perf_counter() - t0, 2))
 
 
-def bench_queue(db: str, env: dict[str, str], workers: int, n_samples: int) -> None:
+def bench_queue(db: str, env: dict[str, str], workers: int, n_samples: int, seconds: float) -> None:
     import tracker
 
     tracker.add_samples("que", [{"id": f"q{i:05d}"} for i in range(n_samples)])
     tracker.define_task("que", "t", "classification", ["x"])
+    if db == "postgres":
+        from django.db import connection
+
+        # What autovacuum does within a minute of a bulk load; without statistics the planner
+        # sorts the whole project for every claim.
+        with connection.cursor() as cur:
+            cur.execute("ANALYZE")
     start_at = time.time() + 4.0 + workers * 0.5
     procs = [
-        subprocess.Popen([sys.executable, "-c", WORKER, "que", "t", f"w{i}", str(start_at)], env=env,
+        subprocess.Popen([sys.executable, "-c", WORKER, "que", "t", f"w{i}", str(start_at), str(start_at + seconds)],
+                         env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(workers)
     ]
     lat, claimed, errors, locked = [], [], [], 0
     for p in procs:
-        out, err = p.communicate(timeout=900)
+        out, err = p.communicate(timeout=seconds + 600)
         locked += err.count("database is locked")
         if p.returncode != 0:
             errors.append(err[-500:])
@@ -177,10 +187,10 @@ def bench_queue(db: str, env: dict[str, str], workers: int, n_samples: int) -> N
         lat += res["lat"]
         claimed += res["claimed"]
         errors += res["errors"]
-    wall = time.time() - start_at
+    wall = min(time.time(), start_at + seconds) - start_at
     a = np.array(lat)
     emit(figure="queue_claims", db=db, workers=workers, samples=n_samples, claims=len(claimed),
-         duplicates=len(claimed) - len(set(claimed)), unclaimed=n_samples - len(set(claimed)),
+         duplicates=len(claimed) - len(set(claimed)),
          errors=len(errors), database_is_locked=locked,
          p50_ms=round(float(np.percentile(a, 50)), 2), p95_ms=round(float(np.percentile(a, 95)), 2),
          p99_ms=round(float(np.percentile(a, 99)), 2), max_ms=round(float(a.max()), 2),
@@ -196,6 +206,7 @@ def main() -> None:
     ap.add_argument("--annotations", type=int, default=100_000)
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--queue-samples", type=int, default=4000)
+    ap.add_argument("--seconds", type=float, default=30.0, help="queue: stop claiming after this long")
     args = ap.parse_args()
     env = setup(args.db)
     only = set(args.only.split(","))
@@ -204,7 +215,7 @@ def main() -> None:
     if "agreement" in only:
         bench_agreement(args.db, args.annotations)
     if "queue" in only:
-        bench_queue(args.db, env, args.workers, args.queue_samples)
+        bench_queue(args.db, env, args.workers, args.queue_samples, args.seconds)
 
 
 if __name__ == "__main__":
