@@ -18,7 +18,6 @@ import threading
 import traceback
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection, transaction
@@ -48,23 +47,67 @@ ERROR_CHARS = 8000
 UID_PREFIX_MIN = 4
 
 
-@dataclass
 class ActiveRun:
     """A run this process writes to: the row as last read or written, and its metric buffer.
 
     A new run's row is written by its first flush (within ``FLUSH_INTERVAL``, or at once when
     an operation needs it), together with its first points: starting and finishing a short
-    run is then one transaction, and ``start_run`` never waits for the database.
+    run is then one transaction, and ``start_run`` never waits for the database. Its Django
+    model instance is built only when something asks for it.
     """
 
-    run: Run
-    buffer: metrics_core.MetricBuffer
-    durable: bool = False
-    site: tuple | None = None
-    execution: int | None = None
-    finished: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    pid: int = field(default_factory=os.getpid)  # the process that owns the run's end
+    __slots__ = (
+        "_run",
+        "_values",
+        "_project",
+        "_parent",
+        "buffer",
+        "durable",
+        "site",
+        "execution",
+        "finished",
+        "lock",
+        "pid",
+    )
+
+    def __init__(
+        self,
+        run: Run | None,
+        buffer: metrics_core.MetricBuffer,
+        *,
+        values: dict[str, Any] | None = None,
+        project: Project | None = None,
+        parent: Run | None = None,
+        durable: bool = False,
+        site: tuple | None = None,
+        execution: int | None = None,
+        finished: bool = False,
+    ) -> None:
+        self._run = run
+        self._values = values
+        self._project = project
+        self._parent = parent
+        self.buffer = buffer
+        self.durable = durable
+        self.site = site
+        self.execution = execution
+        self.finished = finished
+        self.lock = threading.Lock()
+        self.pid = os.getpid()  # the process that owns the run's end
+
+    @property
+    def run(self) -> Run:
+        if self._run is None:
+            run = Run(**self._values)
+            run.project = self._project
+            run.parent = self._parent
+            self._run = run
+            _adopt(self)
+        return self._run
+
+    @run.setter
+    def run(self, value: Run) -> None:
+        self._run = value
 
     @property
     def pk(self) -> int | None:
@@ -72,7 +115,15 @@ class ActiveRun:
 
     @property
     def uid(self) -> str:
-        return self.run.uid
+        return self._run.uid if self._run is not None else self._values["uid"]
+
+    def set_fields(self, fields: Mapping[str, Any]) -> None:
+        """Record fields just written (or about to be) on the in-memory row."""
+        if self._run is None:
+            self._values.update(fields)
+            return
+        for k, v in fields.items():
+            setattr(self._run, k, v)
 
 
 # Runs started (or resumed) by this process and not finished yet, by uid.
@@ -106,7 +157,9 @@ def ensure_created(active: ActiveRun) -> Run:
 
 def _adopt(active: ActiveRun) -> None:
     """Give the in-memory row the primary keys its creation assigned."""
-    run = active.run
+    run = active._run
+    if run is None:
+        return  # built later, from the buffer's keys
     pk = active.buffer.run_pk
     if run.pk is None and pk is not None:
         run.pk = pk
@@ -294,14 +347,20 @@ def start_run(
     buf = metrics_core.MetricBuffer(
         None, owned=True, inline=inline, system_interval=interval, create=spec
     )
-    run = Run(**values)
-    run.project = proj
-    run.parent = parent_run
-    active = ActiveRun(run=run, buffer=buf, durable=durable, site=key, execution=execution)
+    active = ActiveRun(
+        None,
+        buf,
+        values=dict(values),
+        project=proj,
+        parent=parent_run,
+        durable=durable,
+        site=key,
+        execution=execution,
+    )
     if durable or inline:
         ensure_created(active)
     with _open_lock:
-        _open[run.uid] = active
+        _open[values["uid"]] = active
     metrics_core.register(buf)
     return active
 
@@ -380,7 +439,7 @@ def _resume(
     buf = metrics_core.MetricBuffer(
         run.pk, next_steps=steps, owned=True, inline=inline, system_interval=interval
     )
-    active = ActiveRun(run=run, buffer=buf, durable=durable)
+    active = ActiveRun(run, buf, durable=durable)
     with _open_lock:
         _open[run.uid] = active
     metrics_core.register(buf)
@@ -398,7 +457,7 @@ def attach(run: Run) -> ActiveRun:
     if existing is not None:
         return existing
     buf = metrics_core.MetricBuffer(run.pk, owned=False, registered=False)
-    return ActiveRun(run=run, buffer=buf, finished=True)
+    return ActiveRun(run, buf, finished=True)
 
 
 def next_steps(run: Run) -> dict[str, int]:
@@ -409,7 +468,7 @@ def next_steps(run: Run) -> dict[str, int]:
 
 
 # -- finishing -------------------------------------------------------------------------------
-def finish_run(active: ActiveRun, status: str = Run.Status.FINISHED, error: str = "") -> Run:
+def finish_run(active: ActiveRun, status: str = Run.Status.FINISHED, error: str = "") -> ActiveRun:
     """End a run: its remaining points and final status are written by the background flusher
     at once (in one transaction with other runs' pending writes), so finishing costs no
     database round trip. Durable runs, runs inside the caller's ``transaction.atomic()`` and
@@ -426,7 +485,7 @@ def finish_run(active: ActiveRun, status: str = Run.Status.FINISHED, error: str 
         # A forked worker ending its copy of the parent's run: its points go in, the run's
         # status stays the parent's to set.
         metrics_core.submit(active.buffer)
-        return active.run
+        return active
     with active.lock:
         now = timezone.now()
         fields = {"status": str(status), "ended_at": now, "error": error[: ERROR_CHARS * 2]}
@@ -446,11 +505,10 @@ def finish_run(active: ActiveRun, status: str = Run.Status.FINISHED, error: str 
                 metrics_core.submit(buf)
         active.finished = True
         with _open_lock:
-            _open.pop(active.run.uid, None)
+            _open.pop(active.uid, None)
         _adopt(active)
-        for k, v in fields.items():
-            setattr(active.run, k, v)
-    return active.run
+        active.set_fields(fields)
+    return active
 
 
 def _flush_now(active: ActiveRun) -> None:
@@ -462,7 +520,7 @@ def _flush_now(active: ActiveRun) -> None:
         metrics_core.get_sink().close()
         metrics_core.submit(buf)
         warnings.warn(
-            f"tracker: could not write run {active.run.uid} now ({type(exc).__name__}: {exc}); "
+            f"tracker: could not write run {active.uid} now ({type(exc).__name__}: {exc}); "
             f"its {len(buf.rows)} pending points and changes are kept and retried in the "
             f"background.",
             RuntimeWarning,
@@ -527,7 +585,7 @@ def log_params(ref: Any, params: Mapping[str, Any]) -> dict[str, Any]:
         if merged != run.params:
             Run.objects.filter(pk=pk).update(params=merged)
     if active is not None:
-        active.run.params = merged
+        active.set_fields({"params": merged})
     return merged
 
 
@@ -540,7 +598,7 @@ def set_tags(ref: Any, tags: Mapping[str, Any]) -> dict[str, Any]:
         merged = _merge_tags(run.tags, flat)
         Run.objects.filter(pk=pk).update(tags=merged)
     if active is not None:
-        active.run.tags = merged
+        active.set_fields({"tags": merged})
     return merged
 
 
@@ -554,7 +612,7 @@ def set_notes(ref: Any, text: str, *, append: bool = False) -> str:
         notes = f"{run.notes}\n\n{text}" if append and run.notes else text
         Run.objects.filter(pk=pk).update(notes=notes)
     if active is not None:
-        active.run.notes = notes
+        active.set_fields({"notes": notes})
     return notes
 
 
