@@ -213,11 +213,12 @@ def test_a_claim_on_a_sample_labelled_meanwhile_is_given_back(queue_project):
     task = labeling.get_task("q", "t")
     bob = labeling.get_user("bob")
     now = timezone.now()
-    stale = list(queue._candidates(task, bob, "unlabeled", now, [])[:2])
+    query = queue._Query(task, bob, "unlabeled", now)
+    stale = queue._ids(*query.candidates(2, []))
     assert ids(tracker.next_samples("q", "t", 1, "ann")) == ["s00"]
     tracker.annotate(queue_project["s00"], "t", "x", "ann")
     taken = queue._take(task, bob, stale, now, now + timedelta(seconds=60))
     assert sorted(taken) == sorted(stale)  # the insert alone would hand out s00 again
-    kept = queue._still_eligible(task, bob, "unlabeled", taken)
-    assert kept == {queue_project["s01"].pk}
+    kept = queue._still_eligible(query, taken)
+    assert list(kept) == [queue_project["s01"].pk]
     assert list(Claim.objects.filter(annotator=bob).values_list("sample__external_id", flat=True)) == ["s01"]

@@ -16,8 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Count, Exists, F, Max, OuterRef, Q, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Q
 from django.utils import timezone
 
 from tracker import conf
@@ -44,58 +43,87 @@ def _check(n: Any, strategy: Any, ttl: Any) -> float:
     return float(ttl)
 
 
-def _candidates(
-    task: AnnotationTask, user: Any, strategy: str, now: Any, exclude: list[int], *, own: bool = False
-) -> Any:
-    """Samples the strategy offers this annotator, best first, as a queryset of pks.
+class _Query:
+    """The queue's SQL, built directly: it runs on every claim, and compiling the equivalent
+    ORM querysets cost as much as running them. Valid on PostgreSQL and SQLite alike."""
 
-    ``own=False``: samples nobody holds an active claim on (locked with SKIP LOCKED on
-    PostgreSQL). ``own=True``: the annotator's own active claims that still fit the strategy.
-    """
-    qs = _eligible(task, user, strategy)
-    if own:
-        qs = qs.filter(Exists(Claim.objects.filter(task=task, sample=OuterRef("pk"), annotator=user, expires_at__gt=now)))
-    else:
-        qs = qs.filter(~Exists(Claim.objects.filter(task=task, sample=OuterRef("pk"), expires_at__gt=now)))
-    if exclude:
-        qs = qs.exclude(pk__in=exclude)
-    if strategy == "agreement":
-        qs = qs.order_by("-done", "pk")  # closest to their target first: they complete soonest
-    elif strategy == "least_confident":
-        top = (
-            Prediction.objects.filter(task=task, sample=OuterRef("pk"))
-            .order_by()
-            .values("sample")
-            .annotate(s=Max("score"))
-            .values("s")
+    def __init__(self, task: AnnotationTask, user: Any, strategy: str, now: Any) -> None:
+        self.task, self.user, self.strategy = task, user, strategy
+        self.now = connection.ops.adapt_datetimefield_value(now)
+        self.S, self.A = Sample._meta.db_table, Annotation._meta.db_table
+        self.C, self.P = Claim._meta.db_table, Prediction._meta.db_table
+
+    def _done(self) -> str:
+        return (
+            f"(SELECT COUNT(*) FROM {self.A} d WHERE d.task_id = %s AND d.sample_id = s.id "
+            f"AND d.status <> 'rejected')"
         )
-        # Samples without a prediction come after every predicted one.
-        qs = qs.annotate(top=Subquery(top)).order_by(F("top").asc(nulls_last=True), "pk")
-    elif strategy == "random":
-        qs = qs.order_by("?")
-    else:
-        qs = qs.order_by("pk")
-    if not own and connection.features.has_select_for_update_skip_locked:
-        qs = qs.select_for_update(skip_locked=True, no_key=True, of=("self",))
-    return qs.values_list("pk", flat=True)
 
+    def eligible(self, claims: str) -> tuple[list[str], list[Any]]:
+        """WHERE terms and params: samples the strategy would give this annotator.
 
-def _eligible(task: AnnotationTask, user: Any, strategy: str) -> Any:
-    """The project's samples that the strategy would give this annotator, claims aside."""
-    qs = Sample.objects.filter(project_id=task.project_id)
-    qs = qs.filter(~Exists(Annotation.objects.filter(task=task, sample=OuterRef("pk"), annotator=user)))
-    if strategy == "agreement":
-        target = max(2, int(task.config.get("annotators_per_sample") or 1))
-        done = (
-            Annotation.objects.filter(task=task, sample=OuterRef("pk"))
-            .exclude(status=Annotation.Status.REJECTED)
-            .order_by()
-            .values("sample")
-            .annotate(c=Count("pk"))
-            .values("c")
+        ``claims``: "free" (no active claim of anyone), "mine" (an active claim of this
+        annotator) or "any" (claims not considered).
+        """
+        t, where, params = self.task, ["s.project_id = %s"], [self.task.project_id]
+        if claims == "free":
+            where.append(
+                f"NOT EXISTS (SELECT 1 FROM {self.C} c WHERE c.task_id = %s AND c.sample_id = s.id "
+                f"AND c.expires_at > %s)"
+            )
+            params += [t.pk, self.now]
+        elif claims == "mine":
+            where.append(
+                f"EXISTS (SELECT 1 FROM {self.C} c WHERE c.task_id = %s AND c.sample_id = s.id "
+                f"AND c.annotator_id = %s AND c.expires_at > %s)"
+            )
+            params += [t.pk, self.user.pk, self.now]
+        where.append(
+            f"NOT EXISTS (SELECT 1 FROM {self.A} a WHERE a.task_id = %s AND a.sample_id = s.id "
+            f"AND a.annotator_id = %s)"
         )
-        return qs.annotate(done=Coalesce(Subquery(done), 0)).filter(done__gte=1, done__lt=target)
-    return qs.filter(~Exists(Annotation.objects.filter(task=task, sample=OuterRef("pk"))))
+        params += [t.pk, self.user.pk]
+        if self.strategy == "agreement":
+            target = max(2, int(t.config.get("annotators_per_sample") or 1))
+            where.append(f"{self._done()} BETWEEN 1 AND %s")
+            params += [t.pk, target - 1]
+        else:
+            where.append(f"NOT EXISTS (SELECT 1 FROM {self.A} a WHERE a.task_id = %s AND a.sample_id = s.id)")
+            params.append(t.pk)
+        return where, params
+
+    def candidates(self, n: int, exclude: list[int], *, own: bool = False) -> tuple[str, list[Any]]:
+        """SELECT of up to ``n`` sample ids, best first (locked, SKIP LOCKED, on PostgreSQL)."""
+        where, params = self.eligible("mine" if own else "free")
+        if exclude:
+            where.append(f"s.id NOT IN ({', '.join(['%s'] * len(exclude))})")
+            params += exclude
+        order_params: list[Any] = []
+        if self.strategy == "agreement":
+            # Samples closest to their target first: they complete an agreement item soonest.
+            order = f"{self._done()} DESC, s.id"
+            order_params.append(self.task.pk)
+        elif self.strategy == "least_confident":
+            # Samples without a prediction come after every predicted one.
+            order = (
+                f"(SELECT MAX(p.score) FROM {self.P} p WHERE p.task_id = %s AND p.sample_id = s.id) "
+                f"ASC NULLS LAST, s.id"
+            )
+            order_params.append(self.task.pk)
+        elif self.strategy == "random":
+            order = "RANDOM()"
+        else:
+            order = "s.id"
+        sql = f"SELECT s.id FROM {self.S} s WHERE {' AND '.join(where)} ORDER BY {order} LIMIT %s"
+        if not own and connection.features.has_select_for_update_skip_locked:
+            sql += " FOR NO KEY UPDATE OF s SKIP LOCKED"
+        return sql, [*params, *order_params, n]
+
+
+def _ids(sql: str, params: list[Any]) -> list[int]:
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        return [row[0] for row in cur.fetchall()]
 
 
 def _take(task: AnnotationTask, user: Any, sample_ids: list[int], now: Any, expires: Any) -> list[int]:
@@ -116,29 +144,57 @@ def _take(task: AnnotationTask, user: Any, sample_ids: list[int], now: Any, expi
         f"WHERE {table}.expires_at <= excluded.claimed_at "
         f"RETURNING sample_id"
     )
+    return _ids(sql, params)
+
+
+def _claim_pg(task: AnnotationTask, user: Any, cand: tuple[str, list[Any]], now: Any, expires: Any) -> list[tuple[int, bool]]:
+    """PostgreSQL: lock candidates, insert claims and report, in one statement.
+
+    Returns (sample id, claimed) for every candidate in the strategy's order; a candidate
+    is not claimed when a concurrent annotator got it first.
+    """
+    cand_sql, cand_params = cand
+    table = Claim._meta.db_table
+    sql = (
+        f"WITH cand AS (SELECT c.id, row_number() OVER () AS ord FROM ({cand_sql}) c), "
+        f"ins AS (INSERT INTO {table} (task_id, sample_id, annotator_id, claimed_at, expires_at) "
+        f"SELECT %s, cand.id, %s, %s, %s FROM cand ORDER BY cand.id "
+        f"ON CONFLICT (task_id, sample_id) DO UPDATE SET annotator_id = excluded.annotator_id, "
+        f"claimed_at = excluded.claimed_at, expires_at = excluded.expires_at "
+        f"WHERE {table}.expires_at <= excluded.claimed_at RETURNING sample_id) "
+        f"SELECT cand.id, ins.sample_id IS NOT NULL FROM cand LEFT JOIN ins ON ins.sample_id = cand.id "
+        f"ORDER BY cand.ord"
+    )
     with connection.cursor() as cur:
-        cur.execute(sql, params)
-        return [row[0] for row in cur.fetchall()]
+        cur.execute(sql, [*cand_params, task.pk, user.pk, now, expires])
+        return [(pk, bool(ok)) for pk, ok in cur.fetchall()]
 
 
-def _still_eligible(task: AnnotationTask, user: Any, strategy: str, taken: list[int]) -> set[int]:
+def _serialised() -> bool:
+    """SQLite with IMMEDIATE transactions: one writer at a time, so nothing changes under us."""
+    return connection.vendor == "sqlite" and str(
+        connection.settings_dict.get("OPTIONS", {}).get("transaction_mode", "")
+    ).upper() == "IMMEDIATE"
+
+
+def _still_eligible(query: _Query, taken: list[int]) -> dict[int, Sample]:
     """The claimed samples that still fit the strategy, read in a fresh statement.
 
     On PostgreSQL the candidate query sees the database as it was when it started: a sample
     another annotator claimed, labelled and released meanwhile looks free to it. The claim
     insert cannot catch that (the other claim is gone), so the claims are checked again here
-    and the stale ones given back. (SQLite runs one writer at a time; the check costs little.)
+    (the same query fetches the samples) and the stale ones given back.
     """
     if not taken:
-        return set()
-    if connection.vendor == "sqlite" and str(
-        connection.settings_dict.get("OPTIONS", {}).get("transaction_mode", "")
-    ).upper() == "IMMEDIATE":
-        return set(taken)  # nothing can have changed since the candidates were read
-    ok = set(_eligible(task, user, strategy).filter(pk__in=taken).values_list("pk", flat=True))
+        return {}
+    if _serialised():
+        return Sample.objects.in_bulk(taken)
+    where, params = query.eligible("any")
+    where.append(f"s.id IN ({', '.join(['%s'] * len(taken))})")
+    ok = {x.pk: x for x in Sample.objects.raw(f"SELECT s.* FROM {query.S} s WHERE {' AND '.join(where)}", [*params, *taken])}
     stale = [pk for pk in taken if pk not in ok]
     if stale:
-        Claim.objects.filter(task=task, annotator=user, sample_id__in=stale).delete()
+        Claim.objects.filter(task=query.task, annotator=query.user, sample_id__in=stale).delete()
     return ok
 
 
@@ -158,37 +214,55 @@ def next_samples(
     skipped ones; it is not part of the public API.
     """
     ttl_s = _check(n, strategy, ttl)
-    skip = list(exclude)
+    skip = [int(x) for x in exclude]
     task_obj = get_task(project, task)
+    pg = connection.vendor == "postgresql"
     with transaction.atomic():
         user = get_user(annotator)
         now = timezone.now()
         expires = now + timedelta(seconds=ttl_s)
+        query = _Query(task_obj, user, strategy, now)
+        held_sql = (
+            f"SELECT 1 FROM {query.C} c WHERE c.task_id = %s AND c.annotator_id = %s AND c.expires_at > %s"
+        )
+        held_params = [task_obj.pk, user.pk, query.now]
+        with connection.cursor() as cur:
+            if pg:
+                # A claim is worth no disk flush: one lost in a server crash is simply claimed
+                # again. Set in the same round trip as the check for held claims.
+                cur.execute(f"SELECT set_config('synchronous_commit', 'off', true), EXISTS ({held_sql})", held_params)
+                held = bool(cur.fetchone()[1])
+            else:
+                cur.execute(held_sql + " LIMIT 1", held_params)
+                held = cur.fetchone() is not None
         # The annotator's own open claims that fit the strategy come back first (a re-run cell
         # gets the same samples), renewed so they do not expire while being worked on.
-        if connection.vendor == "postgresql":
-            # A claim is worth no disk flush: one lost in a server crash is simply claimed again.
-            with connection.cursor() as cur:
-                cur.execute("SET LOCAL synchronous_commit TO OFF")
-        held = Claim.objects.filter(task=task_obj, annotator=user, expires_at__gt=now).exists()
-        own = list(_candidates(task_obj, user, strategy, now, skip, own=True)[:n]) if held else []
+        own = _ids(*query.candidates(n, skip, own=True)) if held else []
+        fetched: dict[int, Sample] = {}
         if own:
             Claim.objects.filter(task=task_obj, annotator=user, sample_id__in=own).update(expires_at=expires)
+            fetched.update(Sample.objects.in_bulk(own))
         got = list(own)
         for _ in range(_ATTEMPTS):
             if len(got) >= n:
                 break
-            want = n - len(got)
-            ids = list(_candidates(task_obj, user, strategy, now, got + skip)[:want])
+            cand = query.candidates(n - len(got), got + skip)
+            if pg:
+                outcome = _claim_pg(task_obj, user, cand, now, expires)
+                ids = [pk for pk, _ in outcome]
+                taken = [pk for pk, ok in outcome if ok]
+            else:
+                ids = _ids(*cand)
+                taken = _take(task_obj, user, ids, now, expires)
             if not ids:
                 break
-            taken = _still_eligible(task_obj, user, strategy, _take(task_obj, user, ids, now, expires))
+            kept = _still_eligible(query, taken)
+            fetched.update(kept)
             # Keep the strategy's order; a sample lost to a concurrent claimer is just skipped.
-            got.extend(i for i in ids if i in taken)
-            if len(taken) == len(ids):
+            got.extend(i for i in ids if i in kept)
+            if len(kept) == len(ids):
                 break
-        by_pk = Sample.objects.in_bulk(got)
-    return [by_pk[i] for i in got]
+    return [fetched[i] for i in got]
 
 
 def release(
