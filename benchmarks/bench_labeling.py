@@ -8,7 +8,8 @@
 - agreement: tracker.agreement (and resolve_labels) over 100,000 annotations
   (25,000 samples x 4 annotators, 5 labels), database read included.
 - queue: N annotator processes working one queue with next_samples(n=1) + annotate for
-  --seconds (or until it is empty); claim latency percentiles, duplicate claims, errors
+  --seconds (or until it is empty), back to back or with --think-ms between claim and label;
+  claim latency percentiles, duplicate claims, errors
   ("database is locked" included). The load average is printed with each figure.
 
 Each run uses a fresh database: a new embedded SQLite home, or with --db postgres a fresh
@@ -37,6 +38,7 @@ import json, sys, time
 import tracker
 tracker.configure(quiet=True)
 project, task, me, start_at, stop_at = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
+think = float(sys.argv[6]) / 1000
 tracker.next_samples(project, task, 1, me + "-warmup", ttl=0.001)  # connection + user, not timed
 tracker.release(project, task, None, me + "-warmup")
 while time.time() < start_at:
@@ -53,6 +55,8 @@ while time.time() < stop_at:
     if not got:
         break
     claimed.append(got[0].external_id)
+    if think:
+        time.sleep(think)  # the annotator looking at the sample
     tracker.annotate(got[0], task, "x", me)
 print(json.dumps({"lat": lat, "claimed": claimed, "errors": errors}))
 """
@@ -157,7 +161,7 @@ def bench_agreement(db: str, total: int) -> None:
          seconds=round(time.perf_counter() - t0, 2))
 
 
-def bench_queue(db: str, env: dict[str, str], workers: int, n_samples: int, seconds: float) -> None:
+def bench_queue(db: str, env: dict[str, str], workers: int, n_samples: int, seconds: float, think_ms: float) -> None:
     import tracker
 
     tracker.add_samples("que", [{"id": f"q{i:05d}"} for i in range(n_samples)])
@@ -171,7 +175,8 @@ def bench_queue(db: str, env: dict[str, str], workers: int, n_samples: int, seco
             cur.execute("ANALYZE")
     start_at = time.time() + 4.0 + workers * 0.5
     procs = [
-        subprocess.Popen([sys.executable, "-c", WORKER, "que", "t", f"w{i}", str(start_at), str(start_at + seconds)],
+        subprocess.Popen([sys.executable, "-c", WORKER, "que", "t", f"w{i}", str(start_at), str(start_at + seconds),
+                          str(think_ms)],
                          env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(workers)
@@ -189,7 +194,7 @@ def bench_queue(db: str, env: dict[str, str], workers: int, n_samples: int, seco
         errors += res["errors"]
     wall = min(time.time(), start_at + seconds) - start_at
     a = np.array(lat)
-    emit(figure="queue_claims", db=db, workers=workers, samples=n_samples, claims=len(claimed),
+    emit(figure="queue_claims", db=db, workers=workers, think_ms=think_ms, samples=n_samples, claims=len(claimed),
          duplicates=len(claimed) - len(set(claimed)),
          errors=len(errors), database_is_locked=locked,
          p50_ms=round(float(np.percentile(a, 50)), 2), p95_ms=round(float(np.percentile(a, 95)), 2),
@@ -207,6 +212,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--queue-samples", type=int, default=4000)
     ap.add_argument("--seconds", type=float, default=30.0, help="queue: stop claiming after this long")
+    ap.add_argument("--think-ms", type=float, default=0.0,
+                    help="queue: pause between claiming a sample and saving its label (0: back to back)")
     args = ap.parse_args()
     env = setup(args.db)
     only = set(args.only.split(","))
@@ -215,7 +222,7 @@ def main() -> None:
     if "agreement" in only:
         bench_agreement(args.db, args.annotations)
     if "queue" in only:
-        bench_queue(args.db, env, args.workers, args.queue_samples, args.seconds)
+        bench_queue(args.db, env, args.workers, args.queue_samples, args.seconds, args.think_ms)
 
 
 if __name__ == "__main__":

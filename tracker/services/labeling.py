@@ -425,7 +425,11 @@ def _task_and_sample(task: Any, sample: Any) -> tuple[AnnotationTask, Sample]:
     if isinstance(task, AnnotationTask):
         return task, resolve_sample(sample, task)
     if isinstance(sample, Sample):
-        return get_task(sample.project, task), sample
+        if isinstance(task, str):
+            found = AnnotationTask.objects.filter(project_id=sample.project_id, name=task.strip()).first()
+            if found is not None:
+                return found, sample
+        return get_task(sample.project, task), sample  # the error path names the known tasks
     raise InvalidValue(
         f"Task {task!r} is given by name, so pass the sample as a Sample object (its project "
         f"says where the task is), or pass the task as tracker.get_task(project, {task!r})."
