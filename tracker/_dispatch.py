@@ -153,7 +153,25 @@ def _ready_then(fn: Callable[..., R], args: tuple, kwargs: dict) -> R:
     from tracker.configuration import ensure_ready
 
     ensure_ready()
+    _drop_broken_connections()
     return fn(*args, **kwargs)
+
+
+def _drop_broken_connections() -> None:
+    """Replace this thread's connection if an earlier call found it broken.
+
+    Worker threads (the database thread, asgiref's) live as long as the kernel or server and
+    never see Django's request cycle, which is where Django normally closes a connection that
+    failed (a database restart, an idle timeout). A flag check per call; a round trip only
+    after an error.
+    """
+    from django.db import connections
+
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is not None and conn.errors_occurred and not conn.in_atomic_block:
+            if not conn.is_usable():
+                conn.close()
+            conn.errors_occurred = False
 
 
 async def acall(name: str, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
