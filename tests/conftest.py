@@ -101,6 +101,9 @@ def close_thread_connections() -> None:
     SyncToAsync.single_thread_executor.submit(connections.close_all).result()
     if _dispatch._db_thread is not None:
         _dispatch._db_thread.run(connections.close_all)
+    from tracker.services import metrics  # the metric flusher: write, end open runs, close
+
+    metrics.shutdown(stall_seconds=5)
 
 
 @pytest.fixture(scope="session", autouse=True)

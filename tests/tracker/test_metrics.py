@@ -441,3 +441,16 @@ def test_tracker_flush_writes_everything_pending_and_reports_an_outage(settings)
     assert asyncio.run(tracker.aio.flush()) in (0, 1)  # 0 if the flusher was quicker
     assert Run.objects.get(uid=run.id).status == "finished"
     assert _count_elsewhere(run.id) == 101
+
+
+@pytest.mark.django_db(transaction=True)
+def test_shutdown_writes_everything_ends_open_runs_and_stops_the_flusher(settings):
+    settings.TRACKER = {**settings.TRACKER, "FLUSH_INTERVAL": 60.0}
+    left_open = tracker.start_run("shutdown")
+    for i in range(50):
+        left_open.log_metric("x", float(i))
+    mc.shutdown(stall_seconds=10)
+    assert mc.get_flusher()._thread is None
+    row = Run.objects.get(uid=left_open.id)
+    assert row.status == "finished" and row.ended_at is not None
+    assert metric_count(left_open.id) == 50

@@ -961,7 +961,16 @@ def exit_status() -> tuple[str, str]:
 
 
 def _at_exit() -> None:
-    """Flush everything and close runs left open; bounded in time, never raises."""
+    shutdown()
+
+
+def shutdown(stall_seconds: float | None = None) -> None:
+    """Write everything, end the runs this process left open (``finished``, or ``failed`` /
+    ``killed`` after an uncaught exception / Ctrl-C), then stop the flusher and close its
+    connection. Runs at interpreter exit; call it before a database goes away (a test
+    session's teardown). Waits while writing makes progress, gives up after
+    ``stall_seconds`` (default ``EXIT_FLUSH_SECONDS``) without any; never raises."""
+    stall = EXIT_FLUSH_SECONDS if stall_seconds is None else stall_seconds
     try:
         from django.utils import timezone
 
@@ -988,15 +997,17 @@ def _at_exit() -> None:
             now_left = backlog()
             if now_left < last:
                 last, since = now_left, time.monotonic()
-            elif time.monotonic() - since > EXIT_FLUSH_SECONDS:
+            elif time.monotonic() - since > stall:
                 break
         left = sum(len(b.rows) for b in flusher.buffers() if not b.done or b.rows)
         if left:
             print(
                 f"tracker: {left} metric points could not be written before exit "
-                f"(the database did not accept them for {EXIT_FLUSH_SECONDS:.0f} s).",
+                f"(the database did not accept them for {stall:.0f} s).",
                 file=sys.stderr,
             )
+            return
+        flusher.stop_when_idle(stall)
     except Exception as exc:  # pragma: no cover - last resort at interpreter exit
         print(f"tracker: flushing at exit failed: {exc}", file=sys.stderr)
 
