@@ -43,22 +43,23 @@ tracker.next_samples(project, task, 1, me + "-warmup", ttl=0.001)  # connection 
 tracker.release(project, task, None, me + "-warmup")
 while time.time() < start_at:
     time.sleep(0.002)
-lat, claimed, errors = [], [], []
+lat, cpu, claimed, errors = [], [], [], []
 while time.time() < stop_at:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         got = tracker.next_samples(project, task, 1, me)
     except Exception as exc:
         errors.append(f"{type(exc).__name__}: {exc}")
         break
     lat.append((time.perf_counter() - t0) * 1000)
+    cpu.append((time.process_time() - c0) * 1000)
     if not got:
         break
     claimed.append(got[0].external_id)
     if think:
         time.sleep(think)  # the annotator looking at the sample
     tracker.annotate(got[0], task, "x", me)
-print(json.dumps({"lat": lat, "claimed": claimed, "errors": errors}))
+print(json.dumps({"lat": lat, "cpu": cpu, "claimed": claimed, "errors": errors}))
 """
 
 
@@ -110,19 +111,19 @@ def bench_import(db: str, total: int) -> None:
         "annotator": ["ann"] * n_samples + ["bob"] * n_samples,
         "value": rng.choice(labels, size=2 * n_samples),
     })
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     counts = tracker.import_annotations("imp", "t", rows)
-    took = time.perf_counter() - t0
+    took, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert counts["created"] == 2 * n_samples, counts
     emit(figure="import_annotations", db=db, annotations=2 * n_samples, seconds=round(took, 2),
-         per_second=round(2 * n_samples / took))
+         cpu_seconds=round(cpu, 2), per_second=round(2 * n_samples / took))
 
     export = tracker.export_label_studio("imp", "t")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     counts = tracker.import_label_studio("imp-ls", export)
-    took = time.perf_counter() - t0
+    took, cpu = time.perf_counter() - t0, time.process_time() - c0
     emit(figure="import_label_studio", db=db, annotations=counts["annotations"], samples=counts["samples"],
-         seconds=round(took, 2), per_second=round(counts["annotations"] / took))
+         seconds=round(took, 2), cpu_seconds=round(cpu, 2), per_second=round(counts["annotations"] / took))
 
 
 def bench_agreement(db: str, total: int) -> None:
@@ -146,14 +147,16 @@ def bench_agreement(db: str, total: int) -> None:
             "value": [labels[v] for v in noisy],
         }))
     tracker.import_annotations("agr", "t", pd.concat(frames, ignore_index=True))
-    times = []
+    times, cpus = [], []
     for _ in range(3):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         frame = tracker.agreement("agr", "t")
         times.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
     overall = frame.iloc[0]
     emit(figure="agreement", db=db, annotations=int(overall["annotations"]), annotators=coders,
          seconds_best=round(min(times), 2), seconds_median=round(statistics.median(times), 2),
+         cpu_seconds_best=round(min(cpus), 2),
          alpha=round(float(overall["krippendorff_alpha"]), 3), rows=len(frame))
     t0 = time.perf_counter()
     resolved = tracker.resolve_labels("agr", "t", ("accepted", "majority"))
@@ -181,7 +184,7 @@ def bench_queue(db: str, env: dict[str, str], workers: int, n_samples: int, seco
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(workers)
     ]
-    lat, claimed, errors, locked = [], [], [], 0
+    lat, cpu, claimed, errors, locked = [], [], [], [], 0
     for p in procs:
         out, err = p.communicate(timeout=seconds + 600)
         locked += err.count("database is locked")
@@ -190,6 +193,7 @@ def bench_queue(db: str, env: dict[str, str], workers: int, n_samples: int, seco
             continue
         res = json.loads(out.strip().splitlines()[-1])
         lat += res["lat"]
+        cpu += res["cpu"]
         claimed += res["claimed"]
         errors += res["errors"]
     wall = min(time.time(), start_at + seconds) - start_at
@@ -199,6 +203,7 @@ def bench_queue(db: str, env: dict[str, str], workers: int, n_samples: int, seco
          errors=len(errors), database_is_locked=locked,
          p50_ms=round(float(np.percentile(a, 50)), 2), p95_ms=round(float(np.percentile(a, 95)), 2),
          p99_ms=round(float(np.percentile(a, 99)), 2), max_ms=round(float(a.max()), 2),
+         client_cpu_ms_p50=round(float(np.percentile(np.array(cpu), 50)), 2),
          claims_per_second=round(len(claimed) / wall, 1))
     if errors:
         print("\n".join(errors[:5]), file=sys.stderr)
