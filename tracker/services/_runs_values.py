@@ -148,6 +148,11 @@ def json_value(value: Any, where: str) -> Any:
     )
 
 
+_SCALARS = frozenset({int, float, str, bool, type(None)})
+# Keys that passed check_key (sweeps log the same keys run after run); bounded.
+_KNOWN_KEYS: set[str] = set()
+
+
 def flatten(mapping: object, what: str) -> dict[str, Any]:
     """Nested dicts flattened with dots: ``{"opt": {"lr": 0.1}}`` -> ``{"opt.lr": 0.1}``.
 
@@ -165,17 +170,22 @@ def flatten(mapping: object, what: str) -> dict[str, Any]:
 
     def walk(prefix: str, m: Mapping) -> None:
         for k, v in m.items():
-            if not isinstance(k, str):
+            if k.__class__ is not str and not isinstance(k, str):
                 raise InvalidValue(
                     f"A {what} key must be a string, not {type(k).__name__} ({k!r:.40})."
                 )
-            full = f"{prefix}{k}"
-            if isinstance(v, Mapping) and v:
+            full = prefix + k if prefix else k
+            cls = v.__class__
+            # Plain scalars first: the ABC check behind isinstance(v, Mapping) is slow.
+            if cls not in _SCALARS and isinstance(v, Mapping) and v:
                 walk(full + ".", v)
                 continue
-            full = check_key(full, what)
-            cls = v.__class__
-            if cls is int or cls is bool or v is None:
+            if full not in _KNOWN_KEYS:
+                full = check_key(full, what)
+                if len(_KNOWN_KEYS) > 50_000:
+                    _KNOWN_KEYS.clear()
+                _KNOWN_KEYS.add(full)
+            if cls is int or cls is bool or v is None or cls is float and math.isfinite(v):
                 value = v  # the common case, already plain JSON
             elif cls is str:
                 value = v
