@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "tests") not in sys.path:
     sys.path.insert(0, str(ROOT / "tests"))
 
+from support import backend, close_thread_connections  # noqa: E402
+
 _HOME = Path(tempfile.mkdtemp(prefix="tracker-test-home-"))
 
 
@@ -34,12 +36,6 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(_HOME, ignore_errors=True)
-
-
-def backend() -> str:
-    from django.conf import settings
-
-    return "postgresql" if "postgresql" in settings.DATABASES["default"]["ENGINE"] else "sqlite"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -89,21 +85,6 @@ def subprocess_env(live_db_url: str, tracker_home: Path) -> dict[str, str]:
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
     return env
-
-
-def close_thread_connections() -> None:
-    """Close connections held by tracker's database thread and asgiref's sync_to_async thread."""
-    from asgiref.sync import SyncToAsync
-    from django.db import connections
-
-    from tracker import _dispatch
-
-    SyncToAsync.single_thread_executor.submit(connections.close_all).result()
-    if _dispatch._db_thread is not None:
-        _dispatch._db_thread.run(connections.close_all)
-    from tracker.services import metrics  # the metric flusher: write, end open runs, close
-
-    metrics.shutdown(stall_seconds=5)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from support import ROOT
 from processes import start_python
 from test_runs_support import _runs_isolated, wait_for  # noqa: F401
 

@@ -184,7 +184,7 @@ def test_flusher_reconnects_after_postgres_drops_its_connection(fast_flush):
     steps = sorted(Metric.objects.filter(run__uid=run.id).values_list("step", flat=True))
     assert steps == list(range(300))
     # The termination also hit the worker threads' connections; later tests must not inherit them.
-    from conftest import close_thread_connections
+    from support import close_thread_connections
 
     close_thread_connections()
 

@@ -8,7 +8,7 @@ import importlib.util
 import time
 
 import pytest
-from conftest import ROOT, backend
+from support import ROOT, backend
 
 SECONDS = 35.0  # of logging; with start-up and checks the test takes about a minute
 

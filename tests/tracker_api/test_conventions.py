@@ -11,7 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from conftest import make_world
+from api_support import make_world
 from tracker.models import ApiToken, Project, Sample
 from tracker.services import access
 

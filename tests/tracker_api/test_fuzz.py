@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import start_server, stop_server
+from api_support import start_server, stop_server
 
 CHECKS = ",".join(
     [

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import ROLES, make_world
+from api_support import ROLES, make_world
 from matrix import ENDPOINTS, Endpoint, setup_objects
 from tracker.services.access import RANK
 

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from conftest import make_world
+from api_support import make_world
 from tracker.models import Artifact, Metric, Run
 from tracker_api.downsample import minmax_indices
 
