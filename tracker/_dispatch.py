@@ -27,6 +27,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -139,6 +140,7 @@ def call(name: str, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) ->
 
     if not must_hop():
         ensure_ready()
+        _drop_broken_connections()
         return fn(*args, **kwargs)
     if not in_kernel():
         raise AsyncContextError(
@@ -157,18 +159,28 @@ def _ready_then(fn: Callable[..., R], args: tuple, kwargs: dict) -> R:
     return fn(*args, **kwargs)
 
 
-def _drop_broken_connections() -> None:
-    """Replace this thread's connection if an earlier call found it broken.
+_IDLE_CHECK_SECONDS = 2.0
+_last_use = threading.local()
 
-    Worker threads (the database thread, asgiref's) live as long as the kernel or server and
-    never see Django's request cycle, which is where Django normally closes a connection that
-    failed (a database restart, an idle timeout). A flag check per call; a round trip only
-    after an error.
+
+def _drop_broken_connections() -> None:
+    """Replace this thread's connection if it is broken: an earlier call failed on it, or it sat
+    idle while the server may have gone away (a restart, an idle timeout).
+
+    Scripts, kernels and worker threads (the database thread, asgiref's) never see Django's
+    request cycle, which is where Django normally closes such connections (CONN_HEALTH_CHECKS);
+    without this the first call after a database restart would fail. A flag and clock check per
+    call; a round trip (``is_usable()``) only after an error or after two idle seconds.
     """
     from django.db import connections
 
+    now = time.monotonic()
+    idle = now - getattr(_last_use, "at", now) > _IDLE_CHECK_SECONDS
+    _last_use.at = now
     for conn in connections.all(initialized_only=True):
-        if conn.connection is not None and conn.errors_occurred and not conn.in_atomic_block:
+        if conn.connection is None or conn.in_atomic_block:
+            continue
+        if conn.errors_occurred or (idle and conn.vendor != "sqlite"):
             if not conn.is_usable():
                 conn.close()
             conn.errors_occurred = False

@@ -85,3 +85,34 @@ def test_sync_write_inside_atomic_block_joins_the_transaction():
             tracker.add_samples("tx", [{"id": "a"}])
             raise Boom
     assert not Sample.objects.filter(project__name="tx").exists()
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_calls_after_the_server_dropped_idle_connections_reconnect(monkeypatch):
+    """A database restart kills every idle connection; no thread's next call may fail on it
+    (scripts, kernels and asgiref's thread have no request cycle to replace them)."""
+    import asyncio
+
+    import psycopg
+    from django.db import connection
+
+    from tracker import _dispatch
+    from tracker.models import Sample
+
+    monkeypatch.setattr(_dispatch, "_IDLE_CHECK_SECONDS", 0.0)
+    tracker.add_samples("reconnect", [{"id": "a"}])  # opens this thread's connection
+    asyncio.run(tracker.aio.add_samples("reconnect", [{"id": "b"}]))  # and asgiref's
+    s = connection.settings_dict
+    with psycopg.connect(
+        host=s["HOST"] or "127.0.0.1", port=s["PORT"] or 5432, user=s["USER"],
+        password=s["PASSWORD"] or None, dbname=s["NAME"], autocommit=True,
+    ) as admin:
+        killed = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
+    assert killed >= 2
+    tracker.add_samples("reconnect", [{"id": "c"}])
+    asyncio.run(tracker.aio.add_samples("reconnect", [{"id": "d"}]))
+    assert sorted(Sample.objects.values_list("external_id", flat=True)) == ["a", "b", "c", "d"]
