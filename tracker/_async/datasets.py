@@ -65,10 +65,15 @@ class AsyncDatasetVersion(_VersionData):
             yield batch
 
     async def export(
-        self, path: str | os.PathLike[str], format: str | None = None, split: str | None = None
+        self,
+        path: str | os.PathLike[str],
+        format: str | None = None,
+        split: str | None = None,
+        *,
+        progress: bool | None = None,
     ) -> Path:
         """Awaitable :meth:`DatasetVersion.export`."""
-        return await asyncio.to_thread(self._export, path, format, split)
+        return await asyncio.to_thread(self._export, path, format, split, progress)
 
     async def diff(self, other: DatasetVersion | AsyncDatasetVersion) -> DatasetDiff:
         """Awaitable :meth:`DatasetVersion.diff`."""

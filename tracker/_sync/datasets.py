@@ -155,11 +155,23 @@ class _VersionData:
             yield batch.to_pandas()
 
     def _export(
-        self, path: str | os.PathLike[str], format: str | None = None, split: str | None = None
+        self,
+        path: str | os.PathLike[str],
+        format: str | None = None,
+        split: str | None = None,
+        progress: bool | None = None,
     ) -> Path:
         from tracker.services import dataset_files as files
 
-        return files.export(self._snapshot_path(), path, format, split, self._splits())
+        i = self._info
+        rows = i.counts.get(split, 0) if split is not None else i.sample_count
+        bar = files.progress_bar(rows, f"export {i.label}", progress)
+        try:
+            return files.export(
+                self._snapshot_path(), path, format, split, self._splits(), progress=bar.update
+            )
+        finally:
+            bar.close()
 
 
 class DatasetVersion(_VersionData):
@@ -208,7 +220,12 @@ class DatasetVersion(_VersionData):
         return self._iter_batches(batch_size, split, columns)
 
     def export(
-        self, path: str | os.PathLike[str], format: str | None = None, split: str | None = None
+        self,
+        path: str | os.PathLike[str],
+        format: str | None = None,
+        split: str | None = None,
+        *,
+        progress: bool | None = None,
     ) -> Path:
         """Write the version (or one split) to ``path`` as Parquet, JSONL or CSV, streaming.
 
@@ -216,6 +233,7 @@ class DatasetVersion(_VersionData):
             path: the file to write; its extension picks the format unless ``format`` is given.
             format: "parquet", "jsonl" or "csv".
             split: only this split.
+            progress: show a progress bar; None shows one for large exports.
 
         Returns:
             The path written. The file appears whole or not at all.
@@ -223,7 +241,7 @@ class DatasetVersion(_VersionData):
         Raises:
             InvalidValue: unknown format or split.
         """
-        return self._export(path, format, split)
+        return self._export(path, format, split, progress)
 
     def diff(self, other: DatasetVersion | AsyncDatasetVersion) -> DatasetDiff:
         """What changed from this version to ``other``: samples added, removed, changed

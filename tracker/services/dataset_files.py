@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,8 @@ from tracker.exceptions import InvalidValue, StorageError
 
 # Rows per Parquet row group: reads and exports stream one group at a time.
 ROW_GROUP_ROWS = 65_536
+# version.export(progress=None) shows a bar from this many rows on.
+PROGRESS_MIN_ROWS = 100_000
 EXPORT_FORMATS = {
     ".parquet": "parquet",
     ".pq": "parquet",
@@ -336,14 +338,36 @@ def iter_batches(
         yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
 
 
+def progress_bar(total: int, desc: str, enabled: bool | None) -> Any:
+    """A tqdm bar (``tqdm.auto``: a widget in notebooks) for writing ``total`` rows.
+
+    The rule of :func:`tracker.services.imports.import_samples`: True shows it, False hides
+    it, None shows it when the PROGRESS setting is on and there are at least
+    :data:`PROGRESS_MIN_ROWS` rows.
+    """
+    from tqdm.auto import tqdm
+
+    if enabled is None:
+        enabled = bool(conf.get("PROGRESS")) and total >= PROGRESS_MIN_ROWS
+    return tqdm(total=total, desc=desc, unit=" rows", disable=not enabled, leave=False)
+
+
 def export(
     path: str,
     dest: str | os.PathLike[str],
     format: str | None,
     split: str | None,
     splits: Sequence[str],
+    *,
+    progress: Callable[[int], object] | None = None,
 ) -> Path:
-    """Write the snapshot (or one split of it) to ``dest`` as Parquet, JSONL or CSV, streaming."""
+    """Write the snapshot (or one split of it) to ``dest`` as Parquet, JSONL or CSV, streaming.
+
+    ``progress`` is called with the number of rows each batch wrote (a tqdm bar's ``update``
+    fits): once per batch of thousands of rows, never per row. The calls add up to the rows
+    exported: the version's ``sample_count``, or the split's count, which callers know before
+    they start.
+    """
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
@@ -362,14 +386,17 @@ def export(
         raise InvalidValue(f"{str(out)!r} is a directory; give a file name to export to.")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.part")
+    advance = progress or (lambda n: None)
     try:
         if format == "parquet" and split is None:
             shutil.copyfile(path, tmp)  # the snapshot already is that file
+            advance(pq.ParquetFile(tmp).metadata.num_rows)
         elif format == "parquet":
             schema = pq.read_schema(path)
             with pq.ParquetWriter(tmp, schema) as writer:
                 for batch in iter_batches(path, ROW_GROUP_ROWS, split, splits):
                     writer.write_batch(batch)
+                    advance(batch.num_rows)
         elif format == "jsonl":
             from tracker.services.import_sources import encode_arrow, object_template
 
@@ -381,6 +408,7 @@ def export(
                     line = object_template(names) + "\n"
                     columns = [encode_arrow(n, c)[0] for n, c in zip(names, batch.columns)]
                     fh.writelines(line % row for row in zip(*columns))
+                    advance(batch.num_rows)
         else:
             writer = None
             try:
@@ -389,6 +417,7 @@ def export(
                     if writer is None:
                         writer = pacsv.CSVWriter(str(tmp), batch.schema)
                     writer.write_batch(batch)
+                    advance(batch.num_rows)
                 if writer is None:  # no rows: still write the header
                     tmp.write_text(",".join(pq.read_schema(path).names) + "\n")
             finally:
