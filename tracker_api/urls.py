@@ -5,7 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from tracker_api.views import access, datasets, labeling, runs, samples
+from tracker_api.views import access, datasets, interchange, labeling, runs, samples
 
 router = DefaultRouter()
 # Both /api/runs/x and /api/runs/x/ (an artifact name must not need a slash after it).
@@ -22,9 +22,14 @@ router.register("samples", samples.SampleViewSet, basename="sample")
 router.register("datasets", datasets.DatasetViewSet, basename="dataset")
 router.register("dataset-versions", datasets.VersionViewSet, basename="dataset-version")
 router.register("tasks", labeling.TaskViewSet, basename="task")
+router.register("tasks", interchange.TaskLabelsViewSet, basename="task-labels")
 router.register("annotations", labeling.AnnotationViewSet, basename="annotation")
 router.register("predictions", labeling.PredictionViewSet, basename="prediction")
+# Before RunViewSet: /api/runs/search/ is a route, not a run id (ids are hex).
+router.register("runs", interchange.RunQueryViewSet, basename="run-query")
 router.register("runs", runs.RunViewSet, basename="run")
+router.register("runs", interchange.RunDetailViewSet, basename="run-detail")
+router.register("label-studio", interchange.LabelStudioViewSet, basename="label-studio")
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -88,8 +88,15 @@ def add_samples_for(project: Any, tag: str) -> Any:
     return add_samples(project, [{"id": f"t-{tag}", "text": "second"}])[0]
 
 
+def _deletable(project: Any, tag: str, objs: dict[str, Any]) -> None:
+    """A finished run (a running one cannot be deleted)."""
+    from tracker.models import Run
+
+    objs["done_run"] = Run.objects.create(project=project, name=f"done-{tag}", status=Run.Status.FINISHED).uid
+
+
 # Domains that land later add a function here that creates their objects.
-SETUP_HOOKS: list[Callable[[Any, str, dict[str, Any]], None]] = []
+SETUP_HOOKS: list[Callable[[Any, str, dict[str, Any]], None]] = [_deletable]
 
 
 ENDPOINTS: list[Endpoint] = [
@@ -168,4 +175,32 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("GET", "/api/runs/{id}/artifacts/{name}", "viewer", obj="run", params={"name": "artifact_name"}),
     Endpoint("PUT", "/api/runs/{id}/artifacts/{name}", "editor", 201, obj="run", params={"name": "artifact_name"},
              raw=b"new weights", query=lambda o: "overwrite=true"),
+    # deletions (issue 6): editors; an annotator deletes their own annotations (tested apart)
+    Endpoint("DELETE", "/api/runs/{id}/", "editor", 204, obj="done_run"),
+    Endpoint("DELETE", "/api/samples/{id}/", "editor", 204, obj="sample"),
+    Endpoint("DELETE", "/api/tasks/{id}/", "editor", 204, obj="task", query=lambda o: "force=true"),
+    Endpoint("DELETE", "/api/annotations/{id}/", "editor", 204, obj="annotation"),
+    Endpoint("DELETE", "/api/predictions/{id}/", "editor", 204, obj="prediction"),
+    # runs for remote clients: resume, notes, lineage, typed frames (tracker_api/views/interchange.py)
+    Endpoint("POST", "/api/runs/{id}/resume/", "editor", obj="run", body=lambda o: {"params": {"resumed": True}}),
+    Endpoint("POST", "/api/runs/{id}/notes/", "editor", obj="run", body=lambda o: {"text": "note", "append": True}),
+    Endpoint("GET", "/api/runs/{id}/inputs/", "viewer", obj="run"),
+    Endpoint("POST", "/api/runs/{id}/inputs/", "editor", 201, obj="run",
+             body=lambda o: {"version": o["version"], "context": "eval"}),
+    Endpoint("GET", "/api/runs/{id}/history/", "viewer", obj="run", query=lambda o: "key=loss&wide=false"),
+    Endpoint("POST", "/api/runs/search/", "viewer", kind="list", body=lambda o: {"project": o["project_name"]}),
+    Endpoint("POST", "/api/runs/frame/", "viewer", kind="list", body=lambda o: {"project": o["project_name"]}),
+    Endpoint("POST", "/api/runs/history/", "viewer", kind="list",
+             body=lambda o: {"project": o["project_name"], "wide": False}),
+    Endpoint("POST", "/api/runs/compare/", "viewer", kind="create", body=lambda o: {"runs": [o["run"]]}),
+    # agreement, final labels, Label Studio JSON
+    Endpoint("GET", "/api/tasks/{id}/agreement/", "viewer", obj="task"),
+    Endpoint("GET", "/api/tasks/{id}/resolved-labels/", "viewer", obj="task", query=lambda o: "strategy=latest"),
+    Endpoint("GET", "/api/label-studio/export/", "viewer", kind="create", query=lambda o: f"project={o['project_name']}"),
+    Endpoint("POST", "/api/label-studio/import/", "editor", 201, kind="create",
+             query=lambda o: f"project={o['project_name']}",
+             body=lambda o: [{"data": {"text": "imported"}, "meta": {"external_id": "ls-1"},
+                              "annotations": [{"completed_by": {"username": "ls-user"}, "result": [
+                                  {"from_name": "ls-sentiment", "type": "choices",
+                                   "value": {"choices": ["pos"]}}]}]}]),
 ]

@@ -402,6 +402,37 @@ def _resume(
             set_notes(existing, notes, append=True)
         return existing
     env = capture()
+    inline = connection.in_atomic_block  # the caller's own atomic block is open
+    run, steps = reopen(
+        run, params, tags, notes, host=env.host, pid=env.pid,
+        heartbeat_timeout=float(conf.get("HEARTBEAT_TIMEOUT")),
+    )
+    interval = float(conf.get("SYSTEM_METRICS_INTERVAL")) if system_metrics else None
+    buf = metrics_core.MetricBuffer(
+        run.pk, next_steps=steps, owned=True, inline=inline, system_interval=interval
+    )
+    active = ActiveRun(run, buf, durable=durable)
+    with _open_lock:
+        _open[run.uid] = active
+    metrics_core.register(buf)
+    return active
+
+
+def reopen(
+    run: Run,
+    params: Mapping[str, Any],
+    tags: Mapping[str, Any],
+    notes: str,
+    *,
+    host: str,
+    pid: int | None,
+    heartbeat_timeout: float | None,
+) -> tuple[Run, dict[str, int]]:
+    """The database half of resuming: in one transaction, merge params (a changed value raises
+    ParamConflict and changes nothing) and tags, append notes, set the run running again on
+    ``host``/``pid`` with a fresh heartbeat. Returns the row and each key's next metric step.
+
+    The local ``start_run(resume=...)`` and the REST API's resume endpoint both call this."""
     now = timezone.now()
     with transaction.atomic():
         run = (
@@ -417,8 +448,8 @@ def _resume(
         run.ended_at = None
         run.error = ""
         run.heartbeat_at = now
-        run.heartbeat_timeout = float(conf.get("HEARTBEAT_TIMEOUT"))
-        run.host, run.pid = env.host, env.pid
+        run.heartbeat_timeout = heartbeat_timeout
+        run.host, run.pid = host, pid
         run.save(
             update_fields=[
                 "params",
@@ -434,16 +465,7 @@ def _resume(
             ]
         )
         steps = next_steps(run)
-        inline = len(connection.atomic_blocks) > 1  # the caller's own atomic block is open
-    interval = float(conf.get("SYSTEM_METRICS_INTERVAL")) if system_metrics else None
-    buf = metrics_core.MetricBuffer(
-        run.pk, next_steps=steps, owned=True, inline=inline, system_interval=interval
-    )
-    active = ActiveRun(run, buf, durable=durable)
-    with _open_lock:
-        _open[run.uid] = active
-    metrics_core.register(buf)
-    return active
+    return run, steps
 
 
 def attach(run: Run) -> ActiveRun:

@@ -14,6 +14,7 @@ from tracker.exceptions import RunNotFound, TaskNotFound
 from tracker.models import Annotation, AnnotationTask, Prediction, Run
 from tracker_api.base import ProjectScopedViewSet
 from tracker_api.serializers import labeling as s
+from tracker_api.views.interchange import FORCE, force_flag
 
 
 def _valid(cls: Any, data: Any) -> dict[str, Any]:
@@ -52,6 +53,14 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScope
         project = self.project_for(d.pop("project"), "editor", create=True)
         task = define_task(project, d.pop("name"), d.pop("kind"), d.pop("labels"), **d)
         return Response(s.TaskSerializer(task).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(parameters=[FORCE], responses={204: None})
+    def destroy(self, request: Any, pk: Any = None) -> Response:
+        """Delete a task with its predictions and claims; one with annotations needs ``?force=true``."""
+        from tracker.services.deletions import delete_task
+
+        delete_task(self.get_object(), force=force_flag(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=s.NextSerializer, responses=s.ClaimedSerializer)
     @action(detail=True, methods=["post"])
@@ -127,6 +136,19 @@ class AnnotationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Projec
         ann = annotate(d["sample"], task, d["value"], annotator=request.user)
         return Response(s.AnnotationSerializer(ann).data, status=status.HTTP_201_CREATED)
 
+    @extend_schema(responses={204: None})
+    def destroy(self, request: Any, pk: Any = None) -> Response:
+        """Delete an annotation and its history: annotators their own (not accepted ones),
+        editors any."""
+        from tracker.services.access import has_role
+        from tracker.services.deletions import delete_annotation
+        from tracker_api.permissions import role_in
+
+        ann = self.get_object()
+        may_review = has_role(role_in(request, self.project_id_of(ann)), "editor")
+        delete_annotation(ann, actor=request.user, may_review=may_review)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
     @extend_schema(request=s.ReviewSerializer, responses=s.AnnotationSerializer)
     @action(detail=True, methods=["post"])
     def review(self, request: Any, pk: Any = None) -> Response:
@@ -190,6 +212,14 @@ class PredictionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Projec
             task.project, task, d["predictions"], model_version=d["model_version"], run=run, replace=d["replace"]
         )
         return Response({"count": len(made), "ids": [p.pk for p in made]}, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={204: None})
+    def destroy(self, request: Any, pk: Any = None) -> Response:
+        """Delete a prediction; annotations made from it keep their value."""
+        from tracker.services.deletions import delete_prediction
+
+        delete_prediction(self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=None, responses={201: s.AnnotationSerializer})
     @action(detail=True, methods=["post"])

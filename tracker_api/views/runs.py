@@ -196,6 +196,15 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
         run = Run.objects.select_related("project", "parent").get(pk=pk)
         return Response(s.RunSerializer(run).data, status=status.HTTP_201_CREATED)
 
+    @extend_schema(responses={204: None})
+    def destroy(self, request: Any, id: Any = None) -> Response:
+        """Delete a run that is not running, with its metrics, params, tags, artifact records
+        and lineage (artifact bytes stay until ``tracker gc``); a running run is 409."""
+        from tracker.services.deletions import delete_run
+
+        delete_run(self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
     @extend_schema(request=s.FinishSerializer, responses=s.RunSerializer)
     @action(detail=True, methods=["post"])
     def finish(self, request: Any, id: Any = None) -> Response:

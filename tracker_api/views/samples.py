@@ -13,6 +13,7 @@ from tracker.models import Sample
 from tracker_api.base import ProjectScopedViewSet
 from tracker_api.serializers import samples as s
 from tracker_api.serializers.datasets import ImportReportSerializer
+from tracker_api.views.interchange import FORCE, force_flag
 
 
 class SampleFilter(django_filters.FilterSet):
@@ -34,6 +35,15 @@ class SampleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectSco
     filterset_class = SampleFilter
     ordering_fields = ["id", "updated_at", "created_at"]
     ordering = ["id"]
+
+    @extend_schema(parameters=[FORCE], responses={204: None})
+    def destroy(self, request: Any, pk: Any = None) -> Response:
+        """Delete a sample with its predictions and claims; one with annotations needs
+        ``?force=true``. Dataset versions that froze it keep returning it."""
+        from tracker.services.deletions import delete_sample
+
+        delete_sample(self.get_object(), force=force_flag(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=s.SampleBulkSerializer, responses={201: ImportReportSerializer})
     def create(self, request: Any) -> Response:
