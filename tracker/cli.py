@@ -12,6 +12,7 @@ import difflib
 import importlib
 import pkgutil
 import sys
+import traceback
 from typing import Any
 
 USAGE = "usage: tracker [--home DIR] [--database-url URL] <command> [options]"
@@ -87,6 +88,16 @@ def _print_help(table: dict[str, str], stream: Any = sys.stdout) -> None:
     print("\n".join(lines), file=stream)
 
 
+def _fail(prog: str, message: str, code: int, argv: list[str]) -> int:
+    """Print a failure before the command runs as its one line (JSON with --json); returns code."""
+    from tracker.management.base import error_line
+
+    if "--verbose" in argv and sys.exc_info()[1] is not None:
+        traceback.print_exc(file=sys.stderr)
+    print(error_line(prog, message, code, "--json" in argv), file=sys.stderr)
+    return code
+
+
 def _split_globals(argv: list[str]) -> tuple[dict[str, str], list[str]] | int:
     """Global options before the command; an int is an exit code (usage error printed)."""
     opts: dict[str, str] = {}
@@ -95,12 +106,10 @@ def _split_globals(argv: list[str]) -> tuple[dict[str, str], list[str]] | int:
         arg = argv[i]
         name, eq, value = arg.partition("=")
         if name not in ("--home", "--database-url"):
-            print(f"tracker: error: unknown global option {arg!r}. See `tracker --help`.", file=sys.stderr)
-            return 2
+            return _fail("tracker", f"unknown global option {arg!r}. See `tracker --help`.", 2, argv)
         if not eq:
             if i + 1 >= len(argv):
-                print(f"tracker: error: {name} needs a value. See `tracker --help`.", file=sys.stderr)
-                return 2
+                return _fail("tracker", f"{name} needs a value. See `tracker --help`.", 2, argv)
             value = argv[i + 1]
             i += 1
         opts[name.lstrip("-").replace("-", "_")] = value
@@ -135,11 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     if name is None:
         close = difflib.get_close_matches(typed, list(table), n=3)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        print(
-            f"tracker: error: unknown command {typed!r}.{hint} Run `tracker --help` for the list.",
-            file=sys.stderr,
+        return _fail(
+            "tracker", f"unknown command {typed!r}.{hint} Run `tracker --help` for the list.", EXIT_USAGE, rest
         )
-        return EXIT_USAGE
     verb = verb_of(name)
     if "-h" in rest or "--help" in rest:
         # Help needs no database: do not configure (and create a home) just to print it.
@@ -155,8 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         # restore must look at the database as it is).
         tracker.configure(quiet=True, migrate=False, **global_opts)
     except tracker.TrackerError as exc:
-        print(f"tracker {verb}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return EXIT_ENVIRONMENT
+        return _fail(f"tracker {verb}", str(exc), EXIT_ENVIRONMENT, rest)
     cmd = command_class(name)()
     cmd.cli_name = f"tracker {verb}"
     try:

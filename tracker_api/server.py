@@ -1,21 +1,106 @@
 """Run a tracker server: :func:`serve` (what ``tracker serve`` calls) and the entry points' setup.
 
-    python -m tracker_api.server --host 127.0.0.1 --port 8000 [--workers 2] [--server gunicorn]
+    python -m tracker_api.server --host 127.0.0.1 --port 8000 [--workers 2] [--server uvicorn]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import re
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 from tracker.exceptions import ConfigurationError
 
-SERVERS = ("uvicorn", "gunicorn")
+SERVERS = ("gunicorn", "uvicorn")
+
+
+@dataclass(frozen=True)
+class ServerChoice:
+    """The server :func:`serve` runs: ``name``, uvicorn's ``http`` parser, and ``why`` (a
+    clause for the start-up line: "gunicorn, the default where it is installed ...")."""
+
+    name: str
+    http: str | None
+    why: str
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def choose_server(
+    requested: str | None = None,
+    *,
+    installed: Callable[[str], bool] = _installed,
+    posix: bool | None = None,
+) -> ServerChoice:
+    """The server to run: ``requested`` if given, else gunicorn (WSGI) when it is installed on a
+    POSIX system, else uvicorn (ASGI), with httptools when that is installed.
+
+    gunicorn comes first because its WSGI workers keep their database connections between
+    requests (Django advises against that under ASGI) and answered small requests fastest in
+    BENCHMARKS.md; it does not run on Windows. uvicorn's own h11 parser answers keep-alive
+    requests ~40 ms late, hence httptools.
+
+    Args:
+        requested: "gunicorn" or "uvicorn" (``--server``), or None to choose.
+        installed: whether a module can be imported (tests pass their own).
+        posix: whether this is a POSIX system (default: ``os.name == "posix"``).
+
+    Raises:
+        ConfigurationError: an unknown server, the one asked for cannot run here, or neither
+            is installed (``pip install 'tracker[serve]'``).
+    """
+    posix = os.name == "posix" if posix is None else posix
+    if requested is not None and requested not in SERVERS:
+        raise ConfigurationError(f"Unknown server {requested!r}; choose one of {', '.join(SERVERS)}.")
+    if requested is not None and not installed(requested):
+        raise ConfigurationError(
+            f"{requested} is not installed: pip install 'tracker[serve]' (or leave out --server "
+            f"to use whichever server is installed)."
+        )
+    if requested == "gunicorn" and not posix:
+        raise ConfigurationError(
+            "gunicorn runs on POSIX systems (Linux, macOS) only; use --server uvicorn here."
+        )
+    if requested == "gunicorn":
+        return ServerChoice("gunicorn", None, "gunicorn, as --server asked")
+    if requested is None and posix and installed("gunicorn"):
+        return ServerChoice(
+            "gunicorn", None,
+            "gunicorn, the default where it is installed on a POSIX system (WSGI: threaded "
+            "workers that keep their database connections)",
+        )
+    if requested is None and not installed("uvicorn"):
+        if installed("gunicorn"):  # but this is not a POSIX system
+            raise ConfigurationError(
+                "gunicorn does not run on Windows and uvicorn is not installed: "
+                "pip install 'uvicorn>=0.29' httptools."
+            )
+        raise ConfigurationError(
+            "Neither gunicorn nor uvicorn is installed, so there is no server to run: "
+            "pip install 'tracker[serve]'."
+        )
+    if requested is not None:
+        because = "as --server asked"
+    elif posix:
+        because = "since gunicorn is not installed"
+    else:
+        because = "since gunicorn does not run on Windows"
+    if installed("httptools"):
+        return ServerChoice("uvicorn", "httptools", f"uvicorn with httptools, {because}")
+    return ServerChoice(
+        "uvicorn", None,
+        f"uvicorn with its slower h11 parser (pip install httptools), {because}",
+    )
 
 
 def configure_from_environment(*, persistent_connections: bool = False) -> None:
@@ -92,7 +177,7 @@ def serve(
     port: int = 8000,
     *,
     workers: int = 1,
-    server: str = "uvicorn",
+    server: str | None = None,
     log_level: str = "info",
 ) -> int:
     """Serve the API (and the admin) until interrupted; returns the server's exit code.
@@ -101,50 +186,42 @@ def serve(
         host: address to listen on; 127.0.0.1 keeps it on this machine.
         port: TCP port.
         workers: worker processes (each holds its own database connection).
-        server: ``"uvicorn"`` (ASGI) or ``"gunicorn"`` (WSGI, threaded workers).
+        server: ``"gunicorn"`` (WSGI, threaded workers) or ``"uvicorn"`` (ASGI); None picks
+            one as :func:`choose_server` does.
         log_level: the server's log level.
 
     Raises:
-        ConfigurationError: an unknown server, or it is not installed
-            (``pip install 'tracker[serve]'``).
+        ConfigurationError: see :func:`choose_server`; workers is not a positive integer.
     """
     import tracker
 
-    if server not in SERVERS:
-        raise ConfigurationError(f"Unknown server {server!r}; choose one of {', '.join(SERVERS)}.")
+    choice = choose_server(server)
     if not isinstance(workers, int) or workers < 1:
         raise ConfigurationError(f"workers must be a positive integer, not {workers!r}.")
-    try:
-        __import__(server)
-    except ImportError:
-        raise ConfigurationError(f"{server} is not installed: pip install 'tracker[serve]'.") from None
     from django.conf import settings
 
     if not settings.configured:
         tracker.configure(quiet=True)  # also applies pending migrations, once, before workers
     env = _child_env()
-    if server == "uvicorn":
+    if choice.name == "uvicorn":
         cmd = [
             sys.executable, "-m", "uvicorn", "tracker_api.asgi:application",
             "--host", host, "--port", str(port), "--workers", str(workers),
             "--log-level", log_level, "--no-server-header",
         ]
-        try:
-            import httptools  # noqa: F401
-        except ImportError:
-            pass
-        else:
-            # uvicorn's pure-Python h11 parser answers small keep-alive requests ~40 ms late
-            # (measured: 56 ms vs 17 ms p50 per request); httptools does not.
-            cmd += ["--http", "httptools"]
+        if choice.http:
+            cmd += ["--http", choice.http]
     else:
         cmd = [
             sys.executable, "-m", "gunicorn", "tracker_api.wsgi:application",
-            "--bind", f"{host}:{port}", "--workers", str(workers),
+            "--bind", f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            "--workers", str(workers),
             "--worker-class", "gthread", "--threads", "4", "--log-level", log_level,
-            "--timeout", "300", "--keep-alive", "30",
+            "--timeout", "300", "--keep-alive", "30", *_gunicorn_extra_options(),
         ]
-    proc = subprocess.Popen(cmd, env=env)
+    # The server's whole log goes to stderr (uvicorn writes its access lines to stdout): stdout
+    # is for the command's result, which scripts read (`tracker serve --json`).
+    proc = subprocess.Popen(cmd, env=env, stdout=2)
     try:
         return proc.wait()
     except KeyboardInterrupt:
@@ -152,14 +229,27 @@ def serve(
         return proc.wait()
 
 
+def _gunicorn_extra_options() -> list[str]:
+    """gunicorn 25.1+ opens a control socket at one path per user ($HOME/.gunicorn/gunicorn.ctl),
+    which a second server on the machine takes over; tracker does not use it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = tuple(int(p) for p in re.findall(r"\d+", version("gunicorn"))[:2])
+    except PackageNotFoundError:
+        return []
+    return ["--no-control-socket"] if release >= (25, 1) else []
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tracker_api.server", description=serve.__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--server", choices=SERVERS, default="uvicorn")
+    parser.add_argument("--server", choices=SERVERS, default=None, help="default: gunicorn where installed on POSIX, else uvicorn")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
+    print(f"Serving with {choose_server(args.server).why}.", file=sys.stderr, flush=True)
     return serve(args.host, args.port, workers=args.workers, server=args.server, log_level=args.log_level)
 
 

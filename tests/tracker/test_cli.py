@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import tracker
@@ -149,11 +150,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_serve_answers_then_stops_on_ctrl_c(subprocess_env):
+@pytest.mark.parametrize(
+    ("options", "server", "why", "log_line"),
+    [
+        ([], "gunicorn", "the default where it is installed on a POSIX system", "Using worker: gthread"),
+        (["--server", "uvicorn", "--json"], "uvicorn", "uvicorn with httptools, as --server asked",
+         "Uvicorn running on"),
+    ],
+    ids=["default", "explicit-uvicorn"],
+)
+def test_serve_answers_then_stops_on_ctrl_c(subprocess_env, options, server, why, log_line):
     import requests
 
     port = _free_port()
-    proc = subprocess.Popen([TRACKER, "serve", "--port", str(port)], env=subprocess_env,
+    proc = subprocess.Popen([TRACKER, "serve", "--port", str(port), *options], env=subprocess_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
@@ -170,10 +180,21 @@ def test_serve_answers_then_stops_on_ctrl_c(subprocess_env):
         assert requests.get(f"http://127.0.0.1:{port}/api/projects/", timeout=60).status_code == 401
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
-        _, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=60)
     assert proc.returncode == EXIT_OK, err
-    assert f"Serving tracker at http://127.0.0.1:{port}/api/" in err
+    first = err.splitlines()[0]  # which server and why, in one line, before the server's own log
+    assert first.startswith(f"Serving tracker at http://127.0.0.1:{port}/api/") and f"with {server}" in first
+    assert why in first and log_line in err
+    if "--json" in options:
+        assert json.loads(out) == {"server": server, "exit_code": 0}
+    else:
+        assert out == ""
+
+
+def test_serve_bad_input(subprocess_env):
     one_line_error(cli(["serve", "--port", "0"], subprocess_env), EXIT_USAGE)
+    line = one_line_error(cli(["serve", "--server", "nginx"], subprocess_env), EXIT_USAGE)
+    assert "invalid choice: 'nginx'" in line
 
 
 # ---------------------------------------------------------------------------- users, tokens
@@ -238,6 +259,66 @@ def test_datasets_and_export_dataset(subprocess_env, tmp_path):
     assert sorted(pd.read_parquet(out)["id"]) == sorted(version.to_pandas(split="test")["id"])
     line = one_line_error(cli(["export-dataset", "nope", str(tmp_path / "n.parquet")], subprocess_env), EXIT_USAGE)
     assert "no dataset named 'nope'" in line
+
+
+def cli_on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    """Run the script with stderr on a pseudo-terminal, as in an interactive shell: (exit code,
+    stdout, what the terminal showed)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import threading
+
+    master, slave = pty.openpty()
+    # A terminal has a size (a new pseudo-terminal's is 0x0, where tqdm draws nothing).
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    shown = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                return
+            if not data:
+                return
+            shown.extend(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        proc = subprocess.run([TRACKER, *args], env=env, stdout=subprocess.PIPE, stderr=slave, text=True,
+                              check=False, timeout=120)
+    finally:
+        os.close(slave)
+        reader.join(timeout=10)
+        os.close(master)
+    return proc.returncode, proc.stdout, shown.decode("utf-8", "replace")
+
+
+def test_export_dataset_progress_bar(subprocess_env, tmp_path):
+    from tracker.models import Sample
+
+    tracker.add_samples("bar", [{"id": f"s{i}", "v": i} for i in range(300)])
+    tracker.create_dataset("bars", Sample.objects.filter(project__name="bar"), progress=False)
+    label = "export dataset 'bars' v1"
+    # asked for: on stderr even when it is no terminal, whatever stdout holds
+    proc = ok(cli(["export-dataset", "bars", str(tmp_path / "a.jsonl"), "--progress", "--json"], subprocess_env))
+    assert label in proc.stderr and "/300" in proc.stderr and json.loads(proc.stdout)["rows"] == 300
+    proc = ok(cli(["export-dataset", "bars", str(tmp_path / "b.jsonl")], subprocess_env))
+    assert proc.stderr == "" and proc.stdout.startswith("Wrote dataset 'bars' v1: 300 rows")
+    # on a terminal: shown by default; never with --json or --quiet unless asked
+    code, out, shown = cli_on_a_terminal(["export-dataset", "bars", str(tmp_path / "c.csv")], subprocess_env)
+    assert code == EXIT_OK and label in shown and out.startswith("Wrote dataset 'bars' v1")
+    code, out, shown = cli_on_a_terminal(["export-dataset", "bars", str(tmp_path / "d.csv"), "--json"], subprocess_env)
+    assert code == EXIT_OK and shown == "" and json.loads(out)["rows"] == 300
+    code, out, shown = cli_on_a_terminal(["export-dataset", "bars", str(tmp_path / "e.csv"), "-q"], subprocess_env)
+    assert (code, out, shown) == (EXIT_OK, "", "")
+    code, out, shown = cli_on_a_terminal(
+        ["export-dataset", "bars", str(tmp_path / "f.csv"), "--no-progress"], subprocess_env)
+    assert code == EXIT_OK and shown == ""
+    assert [len(pd.read_csv(tmp_path / f"{n}.csv")) for n in "cdef"] == [300] * 4
 
 
 # -------------------------------------------------------------------------------------- runs

@@ -265,6 +265,24 @@ def test_export_dataset_bad_input(dataset, tmp_path):
     assert existing.read_text().splitlines()[0].replace('"', '').startswith("id,split")
 
 
+def test_export_dataset_progress_bar_when_asked_never_in_json_or_quiet(dataset, tmp_path):
+    v1, v2 = dataset
+    out, err = run("tracker_export_dataset", "items", str(tmp_path / "a.jsonl"), progress=True)
+    assert "export dataset 'items' v2" in err and f"/{v2.sample_count}" in err and " rows" in err
+    assert out.startswith("Wrote dataset 'items' v2: 41 rows")
+    out, err = run("tracker_export_dataset", "items", str(tmp_path / "b.jsonl"), json=True)
+    assert err == "" and json.loads(out)["rows"] == 41
+    # stderr is no terminal here: no bar unless asked, and --no-progress wins over a terminal
+    assert run("tracker_export_dataset", "items", str(tmp_path / "c.csv"))[1] == ""
+    assert run("tracker_export_dataset", "items", str(tmp_path / "d.csv"), progress=False)[1] == ""
+    out, err = run("tracker_export_dataset", "items", str(tmp_path / "e.csv"), quiet=True)
+    assert (out, err) == ("", "")
+    assert len(pd.read_csv(tmp_path / "e.csv")) == 41
+    out, err = run("tracker_export_dataset", "items", str(tmp_path / "f.csv"), json=True, progress=True,
+                   split="test", dataset_version=1)
+    assert "export dataset 'items' v1" in err and json.loads(out)["rows"] == v1.counts["test"]
+
+
 # -------------------------------------------------------------------------------------- runs
 
 
@@ -448,7 +466,99 @@ def _project(name):
 
 
 @pytest.mark.django_db
-def test_serve_rejects_bad_ports_and_workers():
+def test_serve_rejects_bad_ports_workers_and_servers():
     assert fails("tracker_serve", port=0).returncode == EXIT_USAGE
     assert fails("tracker_serve", port=70000).returncode == EXIT_USAGE
     assert fails("tracker_serve", workers=0).returncode == EXIT_USAGE
+    err = fails("tracker_serve", "--server", "nginx")
+    assert err.returncode == EXIT_USAGE and "invalid choice" in str(err)
+
+
+def _installed(*names):
+    return lambda module: module in names
+
+
+def test_serve_prefers_gunicorn_on_posix_then_uvicorn_with_httptools():
+    from tracker_api.server import choose_server
+
+    every = _installed("gunicorn", "uvicorn", "httptools")
+    choice = choose_server(installed=every, posix=True)
+    assert (choice.name, choice.http) == ("gunicorn", None)
+    assert choice.why.startswith("gunicorn, the default where it is installed on a POSIX system")
+    choice = choose_server(installed=_installed("uvicorn", "httptools"), posix=True)
+    assert (choice.name, choice.http) == ("uvicorn", "httptools")
+    assert choice.why == "uvicorn with httptools, since gunicorn is not installed"
+    choice = choose_server(installed=every, posix=False)
+    assert (choice.name, choice.http) == ("uvicorn", "httptools")
+    assert choice.why == "uvicorn with httptools, since gunicorn does not run on Windows"
+    choice = choose_server(installed=_installed("uvicorn"), posix=True)
+    assert (choice.name, choice.http) == ("uvicorn", None)
+    assert "h11" in choice.why and "pip install httptools" in choice.why
+
+
+def test_serve_keeps_an_explicit_server_choice():
+    from tracker_api.server import choose_server
+
+    every = _installed("gunicorn", "uvicorn", "httptools")
+    choice = choose_server("uvicorn", installed=every, posix=True)
+    assert (choice.name, choice.http, choice.why) == ("uvicorn", "httptools", "uvicorn with httptools, as --server asked")
+    assert choose_server("gunicorn", installed=every, posix=True).why == "gunicorn, as --server asked"
+    assert choose_server("uvicorn", installed=_installed("uvicorn"), posix=False).http is None
+
+
+def test_serve_choice_errors_say_what_to_install():
+    from tracker.exceptions import ConfigurationError
+    from tracker_api.server import choose_server
+
+    with pytest.raises(ConfigurationError, match=r"gunicorn is not installed: pip install 'tracker\[serve\]'"):
+        choose_server("gunicorn", installed=_installed("uvicorn"), posix=True)
+    with pytest.raises(ConfigurationError, match="POSIX systems .* only; use --server uvicorn"):
+        choose_server("gunicorn", installed=_installed("gunicorn", "uvicorn"), posix=False)
+    with pytest.raises(ConfigurationError, match="Neither gunicorn nor uvicorn is installed"):
+        choose_server(installed=_installed("httptools"), posix=True)
+    with pytest.raises(ConfigurationError, match="gunicorn does not run on Windows and uvicorn is not installed"):
+        choose_server(installed=_installed("gunicorn"), posix=False)
+    with pytest.raises(ConfigurationError, match="Unknown server 'nginx'"):
+        choose_server("nginx")
+
+
+def test_serve_choice_in_this_environment():
+    """What is really installed here (the `serve` extra: gunicorn, uvicorn, httptools)."""
+    import os
+
+    from tracker_api.server import choose_server
+
+    assert choose_server().name == ("gunicorn" if os.name == "posix" else "uvicorn")
+    assert choose_server("uvicorn").http == "httptools"
+
+
+# -------------------------------------------------------------------------- --quiet, backup
+
+
+@pytest.mark.django_db
+def test_quiet_prints_nothing_but_failures(tmp_path, settings):
+    out, err = run("tracker_init", quiet=True)
+    assert (out, err) == ("", "")
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("x")
+    settings.STORAGES = {**settings.STORAGES, "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(blocker / "f")}}}
+    out = io.StringIO()
+    with pytest.raises(CommandError) as info:
+        call_command("tracker_doctor", no_kernel=True, quiet=True, stdout=out, stderr=io.StringIO())
+    assert info.value.returncode == EXIT_FAILED and "storage" in str(info.value)
+    assert out.getvalue() == ""
+
+
+@pytest.mark.django_db
+def test_backup_bad_input(tmp_path):
+    existing = tmp_path / "there.tar"
+    existing.write_text("keep")
+    err = fails("tracker_backup", str(existing))
+    assert err.returncode == EXIT_USAGE and "--force" in str(err)
+    assert existing.read_text() == "keep"
+    err = fails("tracker_backup", str(tmp_path / "backup.zip"))
+    assert err.returncode == EXIT_USAGE and ".tar" in str(err)
+    assert fails("tracker_backup", str(tmp_path / "no-such-dir" / "b.tar")).returncode == EXIT_USAGE
+    assert fails("tracker_backup", str(tmp_path / "b.tar"), method="rsync").returncode == EXIT_USAGE
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["there.tar"]

@@ -310,13 +310,22 @@ class CommandFailed(CommandError):
         self.original = original
 
 
+def error_line(prog: str, message: str, code: int, as_json: bool) -> str:
+    """The one line a failed command prints on stderr (a JSON object with ``--json``)."""
+    if as_json:
+        return json.dumps({"error": one_line(message), "exit_code": code}, ensure_ascii=False)
+    return f"{prog}: error: {one_line(message)}"
+
+
 class _Parser(CommandParser):
     """Usage errors as one line (plus where to look), exit code 2, or CommandFailed in code."""
+
+    json_errors = False  # set from the command line: --json makes the line JSON too
 
     def error(self, message: str) -> None:  # type: ignore[override]
         text = f"{message}. See `{self.prog} --help`."
         if self.called_from_command_line:
-            self.exit(EXIT_USAGE, f"{self.prog}: error: {text}\n")
+            self.exit(EXIT_USAGE, error_line(self.prog, text, EXIT_USAGE, self.json_errors) + "\n")
         raise CommandFailed(text, EXIT_USAGE)
 
 
@@ -369,10 +378,15 @@ class TrackerCommand(BaseCommand):
             "--verbose", action="store_true", help="show the full traceback when something fails"
         )
         group.add_argument(
+            "-q", "--quiet", action="store_true",
+            help="print nothing but errors: no result, notes or progress bars (scripts that read the exit code)",
+        )
+        group.add_argument(
             "--progress",
             action=argparse.BooleanOptionalAction,
             default=None,
-            help="show progress bars (default: when stderr is a terminal and TRACKER PROGRESS is on)",
+            help="show progress bars (default: when stderr is a terminal and TRACKER PROGRESS is on; "
+            "never with --json or --quiet unless asked)",
         )
         return parser
 
@@ -384,6 +398,7 @@ class TrackerCommand(BaseCommand):
         verbose = "--verbose" in argv[2:]
         as_json = "--json" in argv[2:]
         parser = self.create_parser(argv[0], argv[1])
+        parser.json_errors = as_json
         options = parser.parse_args(argv[2:])
         cmd_options = vars(options)
         args = cmd_options.pop("args", ())
@@ -415,11 +430,7 @@ class TrackerCommand(BaseCommand):
 
     def _print_error(self, message: str, code: int, as_json: bool) -> None:
         prog = self.cli_name or f"manage.py {type(self).__module__.rsplit('.', 1)[-1]}"
-        if as_json:
-            line = json.dumps({"error": one_line(message), "exit_code": code}, ensure_ascii=False)
-        else:
-            line = f"{prog}: error: {one_line(message)}"
-        sys.stderr.write(line + "\n")
+        sys.stderr.write(error_line(prog, message, code, as_json) + "\n")
         sys.stderr.flush()
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -444,11 +455,16 @@ class TrackerCommand(BaseCommand):
         if result.exit_code != EXIT_OK and not getattr(self, "_called_from_command_line", False):
             # call_command has no exit status: a failed operation raises, as it would in code.
             raise CommandFailed(result.error or _first_line(result), result.exit_code)
+        if result.exit_code != EXIT_OK and options.get("quiet"):
+            # --quiet hid the result that said what failed; errors are still printed.
+            self._print_error(result.error or _first_line(result), result.exit_code, bool(options.get("json")))
 
     def run(self, *args: Any, **options: Any) -> Result | None:
         raise NotImplementedError
 
     def emit(self, result: Result) -> None:
+        if self.options.get("quiet"):
+            return
         if self.options.get("json"):
             self.stdout.write(json.dumps(to_jsonable(result.data), ensure_ascii=False, indent=2))
         elif result.text:
@@ -460,7 +476,7 @@ class TrackerCommand(BaseCommand):
 
     def progress(self, total: int | None, desc: str, unit: str = " items", **kwargs: Any) -> Any:
         """A tqdm bar on stderr, shown when asked (--progress), or when TRACKER PROGRESS is on
-        and stderr is a terminal; never in --json mode unless asked."""
+        and stderr is a terminal; never with --json or --quiet unless asked."""
         from tqdm.auto import tqdm
 
         return tqdm(total=total, desc=desc, unit=unit, disable=not self.progress_enabled(),
@@ -478,7 +494,7 @@ class TrackerCommand(BaseCommand):
         wanted = self.options.get("progress")
         if wanted is not None:
             return bool(wanted)
-        if not conf.get("PROGRESS") or self.options.get("json"):
+        if not conf.get("PROGRESS") or self.options.get("json") or self.options.get("quiet"):
             return False
         stream = self.stderr._out
         return bool(getattr(stream, "isatty", lambda: False)())

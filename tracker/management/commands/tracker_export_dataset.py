@@ -13,6 +13,7 @@ class Command(TrackerCommand):
         "tracker export-dataset reviews-clean out/reviews.parquet",
         "tracker export-dataset reviews-clean train.jsonl --version 3 --split train",
         "tracker export-dataset reviews-clean out.csv --project reviews --force",
+        "tracker export-dataset reviews-clean out.jsonl --progress --json   # a bar on stderr, JSON on stdout",
     )
 
     def add_arguments(self, parser: Any) -> None:
@@ -32,8 +33,12 @@ class Command(TrackerCommand):
         dest = self.output_path(path, force=force)
         info = datasets.get_dataset(name, dataset_version, project=project)
         snapshot = files.local_path(info.snapshot_name, info.snapshot_sha256, info.label)
-        written = files.export(snapshot, dest, format, split, sorted(info.splits))
         rows = info.counts.get(split, 0) if split else info.sample_count
+        bar = self.progress(rows, f"export {info.label}", " rows")
+        try:
+            written = files.export(snapshot, dest, format, split, sorted(info.splits), progress=bar.update)
+        finally:
+            bar.close()
         size = written.stat().st_size
         fmt = format or written.suffix.lstrip(".").lower()
         data = {

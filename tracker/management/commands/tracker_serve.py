@@ -9,39 +9,45 @@ from tracker.management.base import EXIT_FAILED, EXIT_OK, Result, TrackerCommand
 
 
 class Command(TrackerCommand):
-    help = "Serve the REST API, its OpenAPI schema and the admin (uvicorn by default) until Ctrl-C."
+    help = "Serve the REST API, its OpenAPI schema and the admin (gunicorn, else uvicorn) until Ctrl-C."
     examples = (
-        "tracker serve",
+        "tracker serve                     # gunicorn where installed on Linux/macOS, else uvicorn",
         "tracker serve --host 0.0.0.0 --port 8000 --workers 2",
-        "tracker serve --server gunicorn --workers 4",
+        "tracker serve --server uvicorn --workers 4",
     )
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
         parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
         parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-        parser.add_argument("--server", choices=("uvicorn", "gunicorn"), default="uvicorn", help="uvicorn (ASGI, default) or gunicorn (WSGI)")
+        parser.add_argument(
+            "--server", choices=("gunicorn", "uvicorn"), default=None,
+            help="gunicorn (WSGI, threaded workers) or uvicorn (ASGI); default: gunicorn when it is "
+            "installed on a POSIX system, else uvicorn (with httptools when installed)",
+        )
         parser.add_argument("--log-level", default="info", help="the server's log level (default info)")
 
-    def run(self, *, host: str, port: int, workers: int, server: str, log_level: str, **options: Any) -> Result:
+    def run(self, *, host: str, port: int, workers: int, server: str | None, log_level: str, **options: Any) -> Result:
         from tracker.exceptions import InvalidValue
-        from tracker_api.server import serve
+        from tracker_api.server import choose_server, serve
 
         if not 0 < port < 65536:
             raise InvalidValue(f"--port must be between 1 and 65535, not {port}.")
         if workers < 1:
             raise InvalidValue(f"--workers must be at least 1, not {workers}.")
+        choice = choose_server(server)
         shown = f"[{host}]" if ":" in host else host
-        self.stderr.write(
-            f"Serving tracker at http://{shown}:{port}/api/ (schema /api/schema/, docs /api/docs/, "
-            f"admin /admin/) with {server}; Ctrl-C stops it."
-        )
-        sys.stderr.flush()
-        code = serve(host, port, workers=workers, server=server, log_level=log_level)
-        # uvicorn exits 0 on Ctrl-C/SIGTERM; anything else is the server failing.
+        if not options.get("quiet"):
+            self.stderr.write(
+                f"Serving tracker at http://{shown}:{port}/api/ (schema /api/schema/, docs /api/docs/, "
+                f"admin /admin/) with {choice.why}; Ctrl-C stops it."
+            )
+            sys.stderr.flush()
+        code = serve(host, port, workers=workers, server=choice.name, log_level=log_level)
+        # The servers exit 0 on Ctrl-C/SIGTERM; anything else is the server failing.
         if code not in (0, -2, -15):
             return Result(
-                {"exit_code": code}, "", EXIT_FAILED,
-                error=f"The {server} server stopped with exit code {code}; see its log above.",
+                {"server": choice.name, "exit_code": code}, "", EXIT_FAILED,
+                error=f"The {choice.name} server stopped with exit code {code}; see its log above.",
             )
-        return Result({"exit_code": 0}, "", EXIT_OK)
+        return Result({"server": choice.name, "exit_code": 0}, "", EXIT_OK)
