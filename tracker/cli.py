@@ -119,9 +119,20 @@ def _split_globals(argv: list[str]) -> tuple[dict[str, str], list[str]] | int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one ``tracker`` command line; returns the exit code (see ``tracker --help``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C before the command took over (while Django loads): the command's own line.
+        from tracker.management.base import EXIT_INTERRUPTED
+
+        print("tracker: error: Interrupted.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str]) -> int:
     from tracker.management.base import EXIT_ENVIRONMENT, EXIT_USAGE
 
-    argv = list(sys.argv[1:] if argv is None else argv)
     split = _split_globals(argv)
     if isinstance(split, int):
         return split

@@ -141,6 +141,73 @@ def test_configuration_and_connection_errors_exit_3(bare_env):
     assert "Cannot reach the database" in line and "tracker doctor" in line
 
 
+def test_errors_before_the_command_runs_follow_json_and_verbose(bare_env, tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    proc = cli(["--home", str(a_file), "init", "--json"], bare_env)
+    error = json.loads(proc.stderr)
+    assert proc.returncode == EXIT_ENVIRONMENT and proc.stdout == "" and proc.stderr.count("\n") == 1
+    assert set(error) == {"error", "exit_code"} and error["exit_code"] == EXIT_ENVIRONMENT
+    assert error["error"].startswith("Cannot create the tracker home")
+    proc = cli(["--home", str(a_file), "init", "--verbose"], bare_env)
+    assert proc.returncode == EXIT_ENVIRONMENT and "Traceback" in proc.stderr
+    assert proc.stderr.rstrip().splitlines()[-1].startswith("tracker init: error: Cannot create the tracker home")
+    assert json.loads(cli(["no-such-verb", "--json"], bare_env).stderr)["exit_code"] == EXIT_USAGE
+    assert json.loads(cli(["--colour", "runs", "--json"], bare_env).stderr)["exit_code"] == EXIT_USAGE
+
+
+# Bad input for every command: (arguments, exit code, part of the message). {tmp} is the test's
+# directory, holding a-file (an empty file), bad.csv (an unclosed quote on line 3) and broken.json.
+BAD_INPUT = {
+    "init": (["--home", "{tmp}/a-file", "init"], EXIT_ENVIRONMENT, "Cannot create the tracker home"),
+    "doctor": (["--database-url", "mysql-ish:nonsense", "doctor"], EXIT_ENVIRONMENT, "Cannot read the database URL"),
+    "serve": (["serve", "--workers", "0"], EXIT_USAGE, "--workers must be at least 1"),
+    "createuser": (["createuser", "eve", "--password-stdin"], EXIT_USAGE, "read an empty password"),
+    "token": (["token", "nobody"], EXIT_USAGE, "There is no user 'nobody'"),
+    "backup": (["backup", "{tmp}/b.zip"], EXIT_USAGE, "Name the backup file .tar or .tar.gz"),
+    "restore": (["restore", "{tmp}/missing.tar"], EXIT_USAGE, "does not exist"),
+    "gc": (["gc", "--grace", "-1"], EXIT_USAGE, "--grace must be 0 or more seconds"),
+    "import-samples": (["import-samples", "p", "{tmp}/bad.csv"], EXIT_USAGE, "line 3: is not valid CSV"),
+    "export-dataset": (["export-dataset", "nope", "{tmp}/x.csv"], EXIT_USAGE, "There is no dataset named 'nope'"),
+    "datasets": (["datasets", "nope"], EXIT_USAGE, "There is no dataset named 'nope'"),
+    "runs": (["runs", "--metric", "acc"], EXIT_USAGE, "needs an operator"),
+    "run show": (["run", "show", "ffffffff"], EXIT_USAGE, "There is no run with id 'ffffffff'"),
+    "runs compare": (["runs", "compare", "ffffffff", "eeeeeeee"], EXIT_USAGE, "There is no run with id"),
+    "export-labels": (["export-labels", "nope", "{tmp}/x.jsonl", "--task", "t"], EXIT_USAGE,
+                      "There is no project named 'nope'"),
+    "import-labels": (["import-labels", "p", "{tmp}/broken.json"], EXIT_USAGE, "is not valid JSON"),
+}
+
+
+def test_bad_input_covers_every_command():
+    assert set(BAD_INPUT) == set(VERBS)
+
+
+@pytest.mark.parametrize("verb", sorted(BAD_INPUT))
+def test_bad_input_is_one_line_and_a_documented_exit_code(subprocess_env, tmp_path, verb):
+    from tracker.models import Project
+
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "bad.csv").write_text('id,text\na,x\nb,"never closed\n')
+    (tmp_path / "broken.json").write_text("{not json")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    template, code, fragment = BAD_INPUT[verb]
+    args = [a.replace("{tmp}", str(tmp_path)) for a in template]
+    proc = cli(args, subprocess_env, input="")
+    line = one_line_error(proc, code)
+    assert line.startswith(f"tracker {verb}: error: ") and fragment in line
+    assert proc.stdout == ""
+    proc = cli([*args, "--json"], subprocess_env, input="")
+    assert proc.returncode == code and "Traceback" not in proc.stderr
+    error = json.loads(proc.stderr)  # one JSON document on one line
+    assert proc.stderr.count("\n") == 1 and error["exit_code"] == code and fragment in error["error"]
+    if proc.stdout:  # import-samples --json prints the rejection report (every bad row)
+        assert verb == "import-samples" and json.loads(proc.stdout)["stored"] is False
+    # nothing was written: no file, no project
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert not Project.objects.exists()
+
+
 # ------------------------------------------------------------------------------------- serve
 
 
@@ -227,6 +294,8 @@ def test_import_samples_good_bad_and_verbose(subprocess_env, tmp_path):
     good.write_text("id,text\na,one\nb,two\n")
     out = ok(cli(["import-samples", "cli", str(good)], subprocess_env)).stdout
     assert "2 created" in out
+    again = json.loads(ok(cli(["import-samples", "cli", str(good), "--json"], subprocess_env)).stdout)
+    assert (again["created"], again["unchanged"], again["stored"]) == (0, 2, True)
     bad = tmp_path / "bad.csv"
     bad.write_text('id,text\na,changed\nc,"open quote\n')
     line = one_line_error(cli(["import-samples", "cli", str(bad)], subprocess_env), EXIT_USAGE)
@@ -241,6 +310,33 @@ def test_import_samples_good_bad_and_verbose(subprocess_env, tmp_path):
     assert as_json.returncode == EXIT_USAGE
     assert json.loads(as_json.stderr)["exit_code"] == EXIT_USAGE
     assert json.loads(as_json.stdout)["errors"][0]["where"] == "line 3"
+
+
+def test_ctrl_c_during_an_import_exits_130_and_stores_nothing(subprocess_env, tmp_path):
+    from tracker.models import Project
+
+    path = tmp_path / "big.csv"
+    with open(path, "w") as fh:
+        fh.write("id,text,n\n")
+        fh.writelines(f"r{i},text of row {i},{i}\n" for i in range(1_000_000))
+    proc = subprocess.Popen([TRACKER, "import-samples", "big", str(path), "--progress"], env=subprocess_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = b""
+    try:
+        while b"import big.csv" not in seen:  # the bar: the import has begun
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            assert chunk, (proc.wait(), seen)
+            seen += chunk
+        time.sleep(1.0)  # well into writing the rows
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    err = (seen + err).decode()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and out == b""
+    assert err.rstrip("\n").split("\r")[-1].split("\n")[-1] == "tracker import-samples: error: Interrupted."
+    assert not Project.objects.filter(name="big").exists()
 
 
 def test_datasets_and_export_dataset(subprocess_env, tmp_path):
@@ -341,6 +437,9 @@ def test_runs_run_show_and_compare(subprocess_env):
     assert shown["params"] == {"lr": 0.1} and {m["key"] for m in shown["metrics"]} == {"loss", "acc"}
     text = ok(cli(["runs", "compare", *ids], subprocess_env)).stdout
     assert text.splitlines()[0].split() == ["lr-0.1", "lr-0.2"] and "params.lr" in text
+    compared = json.loads(ok(cli(["runs", "compare", *ids, "--diff", "--json"], subprocess_env)).stdout)
+    rows = {r["field"]: r for r in compared["rows"]}
+    assert compared["runs"] == ["lr-0.1", "lr-0.2"] and rows["params.lr"]["lr-0.2"] == 0.2
     line = one_line_error(cli(["run", "show", "ffffffffffff"], subprocess_env), EXIT_USAGE)
     assert "no run with id" in line
 
@@ -359,7 +458,9 @@ def test_export_and_import_labels(subprocess_env, tmp_path):
     ok(cli(["export-labels", "lab", str(ls)], subprocess_env))
     assert len(json.loads(ls.read_text())) == 2
     csv_path = tmp_path / "labels.csv"
-    ok(cli(["export-labels", "lab", str(csv_path), "--task", "answer"], subprocess_env))
+    written = json.loads(ok(cli(["export-labels", "lab", str(csv_path), "--task", "answer", "--json"],
+                                subprocess_env)).stdout)
+    assert (written["rows"], written["format"], written["path"]) == (2, "csv", str(csv_path.resolve()))
     assert csv_path.read_text().count("\n") == 3
     result = json.loads(ok(cli(["import-labels", "lab-copy", str(ls), "--json"], subprocess_env)).stdout)
     assert result["annotations"] == 2

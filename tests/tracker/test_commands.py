@@ -562,3 +562,24 @@ def test_backup_bad_input(tmp_path):
     assert fails("tracker_backup", str(tmp_path / "no-such-dir" / "b.tar")).returncode == EXIT_USAGE
     assert fails("tracker_backup", str(tmp_path / "b.tar"), method="rsync").returncode == EXIT_USAGE
     assert sorted(p.name for p in tmp_path.iterdir()) == ["there.tar"]
+
+
+def test_backup_then_restore_through_call_command(transactional_db, tmp_path):
+    from tracker.models import Project, Run
+    from tracker.services import artifacts
+
+    run_model = Run.objects.create(project=_project("kept"), name="r", params={"lr": 0.1})
+    artifacts.log_artifact(run_model, b"payload" * 1000, "weights.bin")
+    archive = tmp_path / "b.tar.gz"
+    made = run_json("tracker_backup", str(archive))
+    assert made["path"] == str(archive.resolve()) and made["files"] == 1
+    Run.objects.all().delete()
+    Project.objects.create(name="after the backup")
+    err = fails("tracker_restore", str(archive))  # the database holds data now
+    assert err.returncode == EXIT_FAILED and "--force" in str(err)
+    restored = run_json("tracker_restore", str(archive), force=True)
+    assert restored["counts"]["tracker_run"] == 1 and restored["files_present"] + restored["files_written"] == 1
+    assert list(Run.objects.values_list("name", "params")) == [("r", {"lr": 0.1})]
+    assert not Project.objects.filter(name="after the backup").exists()
+    text, _ = run("tracker_restore", str(archive), force=True)
+    assert text.startswith("Restored.") and "runs" in text
