@@ -1,17 +1,23 @@
-"""Remote logging: ``tracker.configure(server_url=..., token=...)`` sends runs to a tracker server.
+"""Remote mode: ``tracker.configure(server_url=..., token=...)`` sends runs to a tracker server.
 
-The run-logging API is the local one (``start_run``, ``log_metric``/``log_metrics`` with the same
-buffering, params, tags, ``log_artifact``, ``finish``, the context manager). ``log_metric`` only
-appends to memory; one background thread per process sends each run's points in batches at
-least every ``FLUSH_INTERVAL`` seconds (sooner once ``FLUSH_MAX_POINTS`` are waiting) and the
-run's heartbeat every ``HEARTBEAT_INTERVAL``. When the server cannot be reached the points are
-kept and retried with a growing pause, and a warning says so once: training never stops
-because the server hiccuped. Only the standard library is used (``http.client``).
+The run API is the local one: ``start_run`` (with ``resume=``, ``durable=``,
+``system_metrics=``, the notebook re-run rule), ``log_metric``/``log_metrics`` with the same
+buffering, params, tags, notes, artifacts written and read back, dataset lineage, ``history``,
+``plot``, ``finish`` and the context manager; ``get_run``, ``runs``, ``runs_frame``, ``compare``,
+``plot_metrics`` and ``flush`` read and write through the server (:mod:`tracker_api.remote_reads`).
+
+``log_metric`` only appends to memory (the local buffer class, so steps and validation are the
+same); one background thread per process sends each run's points in batches at least every
+``FLUSH_INTERVAL`` seconds (sooner once ``FLUSH_MAX_POINTS`` are waiting), the heartbeats of
+the runs this process started, and their system metrics. When the server cannot be reached the
+points are kept and retried with a growing pause, and a warning says so once: training never
+stops because the server hiccuped. HTTP is the standard library's ``http.client``.
 """
 
 from __future__ import annotations
 
 import atexit
+import datetime as dt
 import hashlib
 import http.client
 import json
@@ -24,47 +30,74 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote, urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode, urlsplit
 
 from tracker import exceptions as te
+from tracker.services.metrics import MetricBuffer
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from tracker_api.remote_reads import RemoteArtifactFile
 
 Point = tuple[str, int, float, float]
 BATCH_POINTS = 5_000  # points per request: ~250 KB of JSON
-CAP_FACTOR = 4
 RETRY_MAX_SECONDS = 30.0
 EXIT_FLUSH_SECONDS = 30.0
 CHUNK = 1 << 20
+UID_PREFIX_MIN = 4
 
 
-# -- HTTP -------------------------------------------------------------------------------------
+# -- errors -----------------------------------------------------------------------------------
 class ServerUnavailable(te.DatabaseUnavailable):
     """The tracker server could not be reached (or answered 5xx); the call may be retried."""
 
 
-def _error_for(status: int, body: bytes, what: str) -> te.TrackerError:
+class NotAvailableRemotely(te.ConfigurationError):
+    """What was asked for needs this process's own database, and remote mode has none."""
+
+
+def not_remote(what: str, instead: str) -> NotAvailableRemotely:
+    return NotAvailableRemotely(
+        f"{what} is not available in remote mode (tracker.configure(server_url=...)): the data "
+        f"lives on the server, not in a database of this process. {instead}"
+    )
+
+
+def _error_for(status: int, body: bytes, what: str, not_found: type[te.NotFound] | None) -> te.TrackerError:
     try:
         data = json.loads(body)
         detail = data.get("detail") or str(data)
         code = data.get("code", "")
-    except ValueError:
+    except (ValueError, AttributeError):
         detail, code = body[:300].decode("utf-8", "replace") or f"HTTP {status}", ""
     message = f"{what}: {detail}"
     if status == 400 or status == 413:
-        return te.InvalidValue(message)
+        cls = {"import_rejected": te.ImportRejected, "invalid_annotation": te.InvalidAnnotation}.get(code, te.InvalidValue)
+        return cls(message)
     if status == 401:
-        return te.PermissionDenied(f"{what}: the server rejected the token ({detail}). Create one with `tracker token` on the server and pass it to tracker.configure(token=...).")
+        return te.PermissionDenied(
+            f"{what}: the server rejected the token ({detail}). Create one with `tracker token` on "
+            f"the server and pass it to tracker.configure(token=...)."
+        )
     if status == 403:
         return te.PermissionDenied(message)
     if status == 404:
+        if not_found is not None:
+            return not_found(message)
         if "project" in detail.lower():
             return te.ProjectNotFound(message)
         return te.RunNotFound(message) if what.startswith("run ") else te.NotFound(message)
     if status == 409:
         return te.ParamConflict(message) if code == "param_conflict" else te.Conflict(message)
+    if code == "storage_error":
+        return te.StorageError(message)
     return ServerUnavailable(f"{what}: the server answered {status} ({detail}); try again later.")
 
 
+# -- HTTP -------------------------------------------------------------------------------------
 class Client:
     """One keep-alive connection per thread to a tracker server, with bearer-token auth."""
 
@@ -81,14 +114,15 @@ class Client:
         self.timeout = timeout
         self._local = threading.local()
 
+    def _new_conn(self) -> http.client.HTTPConnection:
+        if self.scheme == "https":
+            return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=ssl.create_default_context())
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+
     def _conn(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            if self.scheme == "https":
-                conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=ssl.create_default_context())
-            else:
-                conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-            self._local.conn = conn
+            conn = self._local.conn = self._new_conn()
         return conn
 
     def close(self) -> None:
@@ -97,14 +131,19 @@ class Client:
             conn.close()
             self._local.conn = None
 
-    def request(
-        self, method: str, path: str, *, json_body: Any = None, body: Any = None,
-        headers: Mapping[str, str] | None = None, what: str = "tracker server", stream: bool = False,
-    ) -> tuple[int, Any]:
-        """Send one request; returns (status, parsed JSON or the response). Raises TrackerError."""
+    def _headers(self, headers: Mapping[str, str] | None) -> dict[str, str]:
         hdrs = {"Accept": "application/json", **(headers or {})}
         if self.token:
             hdrs["Authorization"] = f"Bearer {self.token}"
+        return hdrs
+
+    def request(
+        self, method: str, path: str, *, json_body: Any = None, body: Any = None,
+        headers: Mapping[str, str] | None = None, what: str = "tracker server",
+        not_found: type[te.NotFound] | None = None,
+    ) -> tuple[int, Any]:
+        """Send one request; returns (status, parsed JSON). Raises TrackerError."""
+        hdrs = self._headers(headers)
         if json_body is not None:
             body = json.dumps(json_body, allow_nan=False).encode()
             hdrs["Content-Type"] = "application/json"
@@ -116,8 +155,6 @@ class Client:
             try:
                 conn.request(method, self.prefix + path, body=body, headers=hdrs)
                 resp = conn.getresponse()
-                if stream and resp.status < 300:
-                    return resp.status, resp
                 data = resp.read()
                 break
             except (OSError, http.client.HTTPException) as exc:
@@ -128,118 +165,29 @@ class Client:
                     f"{what}: cannot reach the tracker server at {self.url} ({type(exc).__name__}: {exc})."
                 ) from None
         if resp.status >= 300:
-            raise _error_for(resp.status, data, what)
+            raise _error_for(resp.status, data, what, not_found)
         return resp.status, (json.loads(data) if data else None)
 
-
-# -- values ---------------------------------------------------------------------------------
-def _json_value(v: float) -> Any:
-    if math.isnan(v):
-        return None
-    if math.isinf(v):
-        return "Infinity" if v > 0 else "-Infinity"
-    return v
-
-
-def _points_json(points: Sequence[Point]) -> list[dict[str, Any]]:
-    return [
-        {"key": k, "step": s, "value": v if math.isfinite(v) else _json_value(v), "timestamp": t}
-        for k, s, v, t in points
-    ]
-
-
-# -- the background sender --------------------------------------------------------------------
-class _Sender(threading.Thread):
-    """Sends every open remote run's points and heartbeats; retries while the server is away."""
-
-    def __init__(self) -> None:
-        super().__init__(name="tracker-remote", daemon=True)
-        self.runs: dict[str, RemoteRun] = {}
-        self.lock = threading.Lock()
-        self.wake = threading.Event()
-        self.idle = threading.Event()
-        self.failing_since: float | None = None
-        self.warned = False
-
-    def add(self, run: RemoteRun) -> None:
-        with self.lock:
-            self.runs[run.id] = run
-        if not self.is_alive():
-            self.start()
-
-    def run(self) -> None:  # noqa: D401 - Thread.run
-        from tracker import conf
-
-        backoff = 0.0
-        while True:
-            interval = float(conf.get("FLUSH_INTERVAL"))
-            self.wake.wait(backoff or interval)
-            self.wake.clear()
-            with self.lock:
-                runs = list(self.runs.values())
-            ok = True
-            for run in runs:
-                try:
-                    run._send_pending()
-                    run._maybe_heartbeat()
-                    if run._final_sent:
-                        with self.lock:
-                            self.runs.pop(run.id, None)
-                except ServerUnavailable as exc:
-                    ok = False
-                    self._failed(run, exc)
-                except te.TrackerError as exc:
-                    # A rejected batch (the server's validation disagrees): drop it, say so once.
-                    run._drop_rejected(exc)
-            if ok:
-                if self.failing_since is not None and self.warned:
-                    warnings.warn("tracker: the tracker server is reachable again; buffered points were sent.", RuntimeWarning, stacklevel=1)
-                self.failing_since, self.warned, backoff = None, False, 0.0
-            else:
-                backoff = min(RETRY_MAX_SECONDS, max(0.5, backoff * 2))
-            with self.lock:
-                pending = any(r._rows or (r._final is not None and not r._final_sent) for r in self.runs.values())
-            if not pending:
-                self.idle.set()
-            else:
-                self.idle.clear()
-
-    def _failed(self, run: RemoteRun, exc: Exception) -> None:
-        if self.failing_since is None:
-            self.failing_since = time.monotonic()
-        if not self.warned:
-            self.warned = True
-            warnings.warn(
-                f"tracker: {exc} Run {run.id}'s {len(run._rows)} buffered points are kept and "
-                f"retried in the background; training goes on.",
-                RuntimeWarning,
-                stacklevel=1,
-            )
-
-    def wait_idle(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                pending = [r for r in self.runs.values() if r._rows or (r._final is not None and not r._final_sent)]
-            if not pending:
-                return True
-            self.wake.set()
-            time.sleep(0.05)
-        return False
+    def stream(self, path: str, *, what: str, not_found: type[te.NotFound] | None = None) -> tuple[Any, Any]:
+        """GET ``path`` on a connection of its own (the caller may make other requests while it
+        reads); returns (response, connection) to read and close."""
+        conn = self._new_conn()
+        try:
+            conn.request("GET", self.prefix + path, headers=self._headers({"Accept": "*/*"}))
+            resp = conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise ServerUnavailable(
+                f"{what}: cannot reach the tracker server at {self.url} ({type(exc).__name__}: {exc})."
+            ) from None
+        if resp.status >= 300:
+            data = resp.read()
+            conn.close()
+            raise _error_for(resp.status, data, what, not_found)
+        return resp, conn
 
 
-_sender: _Sender | None = None
-_sender_lock = threading.Lock()
 _client: Client | None = None
-
-
-def sender() -> _Sender:
-    global _sender
-    with _sender_lock:
-        if _sender is None:
-            _sender = _Sender()
-            atexit.register(_at_exit)
-        return _sender
 
 
 def client() -> Client:
@@ -262,51 +210,256 @@ def enabled() -> bool:
     return bool(settings.configured and (getattr(settings, "TRACKER", None) or {}).get("SERVER_URL"))
 
 
+def query(params: Mapping[str, Any]) -> str:
+    """``?a=1&b=x&b=y`` for the values that are not None (lists repeat the name)."""
+    pairs = []
+    for k, v in params.items():
+        for item in v if isinstance(v, (list, tuple)) else [v]:
+            if item is not None:
+                pairs.append((k, str(item).lower() if isinstance(item, bool) else str(item)))
+    return "?" + urlencode(pairs) if pairs else ""
+
+
+# -- values -------------------------------------------------------------------------------------
+def _json_value(v: float) -> Any:
+    if math.isnan(v):
+        return None
+    if math.isinf(v):
+        return "Infinity" if v > 0 else "-Infinity"
+    return v
+
+
+def _points_json(points: Sequence[Point]) -> list[dict[str, Any]]:
+    return [
+        {"key": k, "step": s, "value": v if math.isfinite(v) else _json_value(v), "timestamp": t}
+        for k, s, v, t in points
+    ]
+
+
+def parse_time(value: Any) -> dt.datetime | None:
+    from django.utils.dateparse import parse_datetime
+
+    return parse_datetime(value) if isinstance(value, str) else value
+
+
+# -- the background sender --------------------------------------------------------------------
+class _Sender(threading.Thread):
+    """Sends every remote run's points, heartbeats and system metrics; retries while the server
+    is away."""
+
+    def __init__(self) -> None:
+        super().__init__(name="tracker-remote", daemon=True)
+        self.runs: dict[str, RemoteRun] = {}
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.failing_since: float | None = None
+        self.warned = False
+
+    def add(self, run: RemoteRun) -> None:
+        with self.lock:
+            self.runs[run.id] = run
+        if not self.is_alive():
+            try:
+                self.start()
+            except RuntimeError:  # pragma: no cover - started by another thread just now
+                pass
+
+    def run(self) -> None:  # noqa: D401 - Thread.run
+        from tracker import conf
+
+        backoff = 0.0
+        while True:
+            interval = float(conf.get("FLUSH_INTERVAL"))
+            self.wake.wait(backoff or interval)
+            self.wake.clear()
+            self.cycle()
+            backoff = 0.0 if self.failing_since is None else min(RETRY_MAX_SECONDS, max(0.5, backoff * 2))
+
+    def cycle(self) -> None:
+        with self.lock:
+            runs = list(self.runs.values())
+        ok = True
+        now = time.monotonic()
+        for run in runs:
+            try:
+                run._sample_system(now)
+                run._send_pending()
+                run._maybe_heartbeat()
+            except ServerUnavailable as exc:
+                ok = False
+                self._failed(run, exc)
+                continue
+            except te.TrackerError as exc:
+                # A rejected batch (the server's validation disagrees, the run was deleted):
+                # drop it and say so once, so one bad batch cannot block the rest forever.
+                run._drop_rejected(exc)
+            self._retire(run)
+        if ok:
+            if self.failing_since is not None and self.warned:
+                warnings.warn("tracker: the tracker server is reachable again; buffered points were sent.", RuntimeWarning, stacklevel=1)
+            self.failing_since, self.warned = None, False
+
+    def _retire(self, run: RemoteRun) -> None:
+        """Forget a run with nothing left to send (and no heartbeat to keep); its next point
+        registers it again."""
+        if not run._idle():
+            return
+        with self.lock:
+            self.runs.pop(run.id, None)
+        run._buf.kick_at = 0
+        if run._buf.rows:  # a point logged meanwhile
+            self.add(run)
+
+    def _failed(self, run: RemoteRun, exc: Exception) -> None:
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+        if not self.warned:
+            self.warned = True
+            warnings.warn(
+                f"tracker: {exc} Run {run.id}'s {len(run._buf.rows)} buffered points are kept and "
+                f"retried in the background; training goes on.",
+                RuntimeWarning,
+                stacklevel=1,
+            )
+
+    def pending(self) -> list[RemoteRun]:
+        with self.lock:
+            return [r for r in self.runs.values() if r._buf.rows or (r._final is not None and not r._final_sent)]
+
+    def wait_idle(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.pending():
+                return True
+            self.wake.set()
+            time.sleep(0.05)
+        return False
+
+
+_sender: _Sender | None = None
+_sender_lock = threading.Lock()
+# Runs started (or resumed) by this process and not finished, by id.
+_open: dict[str, RemoteRun] = {}
+_open_lock = threading.Lock()
+
+
+def sender() -> _Sender:
+    global _sender
+    with _sender_lock:
+        if _sender is None:
+            from tracker.services.metrics import _install_exit_hooks
+
+            _install_exit_hooks()  # records an uncaught exception for the runs' final status
+            _sender = _Sender()
+            atexit.register(_at_exit)
+        return _sender
+
+
 def _at_exit() -> None:
-    """Finish open remote runs and send what is buffered; bounded in time, never raises."""
+    """End the runs this process left open and send what is buffered; bounded, never raises."""
     try:
         from tracker.services.metrics import exit_status
 
         status, error = exit_status()
+        with _open_lock:
+            mine = list(_open.values())
+        for run in mine:
+            run._end(status, error)
         s = _sender
         if s is None:
             return
-        with s.lock:
-            runs = list(s.runs.values())
-        for run in runs:
-            if run._final is None:
-                run._final = {"status": status, "error": error}
         if not s.wait_idle(EXIT_FLUSH_SECONDS):
-            left = sum(len(r._rows) for r in runs)
+            left = sum(len(r._buf.rows) for r in s.pending())
             print(f"tracker: {left} metric points could not be sent to the tracker server before exit.", file=sys.stderr)
     except Exception as exc:  # pragma: no cover - last resort at interpreter exit
         print(f"tracker: sending to the tracker server at exit failed: {exc}", file=sys.stderr)
 
 
+def flush_all() -> int:
+    """Send every remote run's buffered points (and pending ends) now; returns the points sent."""
+    s = _sender
+    if s is None:
+        return 0
+    with s.lock:
+        runs = list(s.runs.values())
+    return sum(r.flush() for r in runs)
+
+
+# -- the buffer -------------------------------------------------------------------------------
+class _RemoteBuffer(MetricBuffer):
+    """The local run's metric buffer (same steps, validation and cost per point); when full it
+    wakes the remote sender instead of the database flusher."""
+
+    __slots__ = ("remote",)
+
+    def _overflow(self) -> None:
+        s = sender()
+        run = self.remote
+        with s.lock:
+            known = run.id in s.runs
+        if not known:
+            s.add(run)
+        s.wake.set()
+        n = len(self.rows)
+        if n >= self.cap and s.failing_since is None and threading.current_thread() is not s:
+            # Backpressure: logging outpaces sending; wait for the sender so memory stays
+            # bounded. Never waits while the server is unreachable.
+            deadline = time.monotonic() + RETRY_MAX_SECONDS
+            while len(self.rows) >= self.cap and s.failing_since is None and time.monotonic() < deadline:
+                self.drained.clear()
+                s.wake.set()
+                self.drained.wait(0.25)
+            n = len(self.rows)
+        self.kick_at = min(n + self.limit, self.cap) if n < self.cap else n + self.limit
+
+
 # -- the run handle ---------------------------------------------------------------------------
 class RemoteRun:
-    """A run on a tracker server, with the local :class:`tracker.Run`'s logging methods."""
+    """A run on a tracker server: the attributes and methods of the local :class:`tracker.Run`.
 
-    def __init__(self, data: Mapping[str, Any]) -> None:
+    ``log_metric``/``log_metrics`` only append to memory; a background thread sends the points.
+    A run started (or resumed) here sends heartbeats and its end; a run read back
+    (``get_run``) is logged to like the local one and left to its owner to end.
+    """
+
+    def __init__(
+        self, data: Mapping[str, Any], *, owned: bool = False, next_steps: Mapping[str, int] | None = None,
+        durable: bool = False, system_interval: float | None = None, site: Any = None, execution: int | None = None,
+    ) -> None:
         from tracker import conf
 
         self._data = dict(data)
-        self._lock = threading.Lock()
-        # One sender at a time (the background thread, flush(), finish()): a batch is sent once.
-        self._send_lock = threading.Lock()
-        self._rows: list[Point] = []
-        self._next: dict[str, int] = {}
+        self._buf = _RemoteBuffer(None, next_steps=next_steps, owned=owned, system_interval=system_interval)
+        self._buf.remote = self
+        if not owned:
+            self._buf.kick_at = 0  # the first point registers the run with the sender
+        self._owned = owned
+        self._durable = durable
+        self._finished = not owned
         self._final: dict[str, Any] | None = None
         self._final_sent = False
-        self._limit = int(conf.get("FLUSH_MAX_POINTS"))
+        self._send_lock = threading.Lock()  # one sender at a time: a batch is sent once
         self._beat_every = float(conf.get("HEARTBEAT_INTERVAL"))
         self._beat_at = time.monotonic()
-        self._drained = threading.Event()
+        self._sys_due = 0.0
         self._rejected_warned = False
+        self._site, self._execution = site, execution
+        if not durable:
+            # The hot path, as on the local handle: log_metric *is* the buffer's append.
+            self.log_metric = self._buf.log_metric  # type: ignore[method-assign]
 
     # attributes, as on the local handle
     @property
+    def model(self) -> Any:
+        raise not_remote("run.model (the Django row)", "Use run.id, or the REST API.")
+
+    @property
+    def pk(self) -> int:
+        raise not_remote("run.pk (the database key)", "Use run.id: ids are the same on every machine.")
+
+    @property
     def id(self) -> str:
+        """The run's public id, accepted by ``get_run``, ``resume=`` and filters."""
         return self._data["id"]
 
     @property
@@ -319,6 +472,7 @@ class RemoteRun:
 
     @property
     def status(self) -> str:
+        """Status as last known here; ``refresh()`` re-reads it."""
         return self._data.get("status", "running")
 
     @property
@@ -330,11 +484,42 @@ class RemoteRun:
         return dict(self._data.get("tags") or {})
 
     @property
+    def notes(self) -> str:
+        return self._data.get("notes", "")
+
+    @property
+    def error(self) -> str:
+        return self._data.get("error", "")
+
+    @property
+    def started_at(self) -> dt.datetime:
+        return parse_time(self._data.get("started_at"))  # type: ignore[return-value]
+
+    @property
+    def ended_at(self) -> dt.datetime | None:
+        return parse_time(self._data.get("ended_at"))
+
+    @property
+    def parent_id(self) -> str | None:
+        return self._data.get("parent")
+
+    @property
+    def git_commit(self) -> str:
+        return self._data.get("git_commit", "")
+
+    @property
     def url(self) -> str:
         return f"{client().url}/api/runs/{self.id}/"
 
     def __repr__(self) -> str:
-        return f"<RemoteRun {self.id} {self.name!r} ({self.status}) on {client().url}>"
+        label = f" {self.name!r}" if self.name else ""
+        return f"<{type(self).__name__} {self.id}{label} {self.status} project={self.project!r} on {client().url}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, (RemoteRun, AsyncRemoteRun)) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(("remote-run", self.id))
 
     def __enter__(self) -> RemoteRun:
         return self
@@ -351,202 +536,220 @@ class RemoteRun:
             warnings.warn(f"tracker: could not record the end of run {self.id}: {failure}", RuntimeWarning, stacklevel=2)
         return False
 
-    # params, tags
+    def _post(self, action: str, body: Any) -> Any:
+        return client().request("POST", f"/api/runs/{self.id}/{action}/", json_body=body, what=f"run {self.id}")[1]
+
+    # params, tags, notes
     def log_param(self, key: str, value: Any) -> None:
         """Log one param; a different value for a logged key raises ParamConflict."""
         self.log_params({key: value})
 
     def log_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Log params (nested dicts flattened with dots); returns all params of the run."""
+        """Log params (nested dicts flattened with dots) in one request; returns all params."""
         from tracker.services._runs_values import flatten
 
-        flat = flatten(params, "param")
-        _, out = client().request("POST", f"/api/runs/{self.id}/params/", json_body={"params": flat}, what=f"run {self.id}")
-        self._data["params"] = out["values"]
-        return dict(out["values"])
+        self._data["params"] = self._post("params", {"params": flatten(params, "param")})["values"]
+        return self.params
 
     def set_tag(self, key: str, value: Any) -> None:
-        """Set one tag (None removes it)."""
+        """Set one tag (None removes it). Allowed after the run ended."""
         self.set_tags({key: value})
 
     def set_tags(self, tags: Mapping[str, Any]) -> dict[str, Any]:
         """Set tags (a value of None removes the tag); returns all tags of the run."""
         from tracker.services._runs_values import flatten
 
-        flat = flatten(tags, "tag")
-        _, out = client().request("POST", f"/api/runs/{self.id}/tags/", json_body={"tags": flat}, what=f"run {self.id}")
-        self._data["tags"] = out["values"]
-        return dict(out["values"])
+        self._data["tags"] = self._post("tags", {"tags": flatten(tags, "tag")})["values"]
+        return self.tags
+
+    def set_notes(self, text: str, append: bool = False) -> str:
+        """Replace the run's notes, or append a paragraph; returns them."""
+        if not isinstance(text, str):
+            raise te.InvalidValue(f"Notes must be a string, not {type(text).__name__}.")
+        self._data["notes"] = self._post("notes", {"text": text, "append": bool(append)})["notes"]
+        return self.notes
 
     # metrics
     def log_metric(self, key: str, value: float, step: int | None = None) -> None:
-        """Buffer one point (no network I/O); ``step`` defaults to the key's next step."""
-        from tracker.services._runs_values import check_key, metric_step, metric_value
-
-        if self._final is not None:
-            raise te.Conflict(f"Run {self.id} is finished; start a new run (or resume this one) to log more.")
-        key = check_key(key, "metric")
-        value = metric_value(key, value)
-        with self._lock:
-            if step is None:
-                step = self._next.get(key, 0)
-            else:
-                step = metric_step(key, step)
-            self._next[key] = step + 1
-            self._rows.append((key, step, value, time.time()))
-            n = len(self._rows)
-        if n >= self._limit:
-            sender().wake.set()
-            if n >= self._limit * CAP_FACTOR and sender().failing_since is None:
-                # Logging outpaces sending: wait for the sender, so memory stays bounded.
-                self._drained.clear()
-                self._drained.wait(RETRY_MAX_SECONDS)
+        """Record ``value`` for ``key`` at ``step`` (default: the key's previous step + 1): a
+        list append, sent in the background (at once when the run is durable)."""
+        self._buf.log_metric(key, value, step)
+        if self._durable:
+            self._send_now()
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """Buffer several metrics at one step."""
-        if not isinstance(metrics, Mapping):
-            raise te.InvalidValue(f"log_metrics() takes a dict of metric values, not {type(metrics).__name__}.")
-        for key, value in metrics.items():
-            self.log_metric(key, value, step)
+        """Record several metrics at one step; one bad value records nothing."""
+        self._buf.log_metrics(metrics, step)
+        if self._durable:
+            self._send_now()
 
     def flush(self) -> int:
         """Send buffered points now (this thread); returns how many were sent."""
         return self._send_pending()
 
+    def _send_now(self) -> None:
+        """Durable runs: send before returning; an unreachable server leaves it to the sender."""
+        try:
+            self._send_pending()
+        except ServerUnavailable as exc:
+            sender().add(self)
+            warnings.warn(
+                f"tracker: could not send run {self.id}'s points now ({exc}); they are kept and "
+                f"retried in the background.", RuntimeWarning, stacklevel=3,
+            )
+
     def _send_pending(self) -> int:
         with self._send_lock:
-            return self._send_locked()
-
-    def _send_locked(self) -> int:
-        sent = 0
-        while True:
-            with self._lock:
-                batch = self._rows[:BATCH_POINTS]
-            if not batch:
-                break
-            client().request("POST", f"/api/runs/{self.id}/metrics/", json_body={"points": _points_json(batch)}, what=f"run {self.id}")
-            with self._lock:
-                del self._rows[: len(batch)]
-            sent += len(batch)
-        self._drained.set()
-        if self._final is not None and not self._final_sent:
-            _, data = client().request("POST", f"/api/runs/{self.id}/finish/", json_body=self._final, what=f"run {self.id}")
-            self._data.update(data)
-            self._final_sent = True
-        return sent
+            rows = self._buf.rows
+            sent = 0
+            while batch := rows[:BATCH_POINTS]:
+                self._post("metrics", {"points": _points_json(batch)})
+                del rows[: len(batch)]
+                sent += len(batch)
+            self._buf.drained.set()
+            if self._final is not None and not self._final_sent:
+                self._data.update(self._post("finish", self._final))
+                self._final_sent = True
+            return sent
 
     def _drop_rejected(self, exc: Exception) -> None:
-        with self._lock:
-            dropped = len(self._rows[:BATCH_POINTS])
-            del self._rows[:BATCH_POINTS]
+        rows = self._buf.rows
+        dropped = len(rows[:BATCH_POINTS])
+        del rows[:dropped]
+        if self._final is not None and not dropped:
+            self._final_sent = True  # the end itself was refused (the run is gone)
         if not self._rejected_warned:
             self._rejected_warned = True
             warnings.warn(f"tracker: the server refused {dropped} points of run {self.id}: {exc}", RuntimeWarning, stacklevel=1)
 
     def _maybe_heartbeat(self) -> None:
-        if self._final is not None or time.monotonic() - self._beat_at < self._beat_every:
+        if not self._owned or self._finished or time.monotonic() - self._beat_at < self._beat_every:
             return
-        client().request("POST", f"/api/runs/{self.id}/heartbeat/", json_body={}, what=f"run {self.id}")
+        self._post("heartbeat", {})
         self._beat_at = time.monotonic()
+
+    def _sample_system(self, now: float) -> None:
+        from tracker.services.metrics import system_sample
+
+        buf = self._buf
+        if not buf.system_interval or self._finished or now < self._sys_due:
+            return
+        sampled = system_sample()
+        step = buf.system_step
+        buf.system_step += 1
+        ts = time.time()
+        buf.rows.extend((k, step, v, ts) for k, v in sampled.items())
+        self._sys_due = now + buf.system_interval
+
+    def _idle(self) -> bool:
+        return self._finished and not self._buf.rows and (self._final is None or self._final_sent)
+
+    # reading back
+    def history(self, keys: str | Sequence[str] | None = None, wide: bool = True) -> pd.DataFrame:
+        """Logged metric points as a DataFrame (after sending what is buffered).
+
+        Args:
+            keys: one key or several (default: all).
+            wide: one row per step and one column per key (a step logged twice keeps its
+                last value); ``False`` for long rows of key, step, value, timestamp.
+        """
+        from tracker_api import frames
+
+        self.flush()
+        keys = [keys] if isinstance(keys, str) else (list(keys) if keys is not None else None)
+        _, table = client().request(
+            "GET", f"/api/runs/{self.id}/history/{query({'key': keys, 'wide': bool(wide)})}", what=f"run {self.id}"
+        )
+        return frames.decode(table)
+
+    def plot(self, keys: str | Sequence[str] | None = None, x: str = "step") -> Figure:
+        """A matplotlib figure of this run's metric histories (one panel per key)."""
+        from tracker.plots import plot_histories
+
+        return plot_histories({self.name or self.id: self.history(keys, wide=False)}, keys, x=x)
 
     # artifacts
     def log_artifact(
         self, obj: Any, name: str | None = None, *, overwrite: bool = False,
         metadata: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any] | list[dict[str, Any]]:
-        """Upload a file, a directory (one artifact per file), bytes or a binary file object.
+    ) -> RemoteArtifactFile | list[RemoteArtifactFile]:
+        """Upload a file path, a directory (one artifact per file), bytes, a binary file object,
+        a pandas DataFrame (Parquet) or a matplotlib figure (PNG), streamed with its sha256,
+        which the server checks.
 
-        The bytes are streamed (never read whole into memory) with their sha256, which the
-        server checks. Returns the stored artifact's description (a list for a directory).
+        Returns:
+            A :class:`~tracker_api.remote_reads.RemoteArtifactFile` (a list for a directory).
+
+        Raises:
+            InvalidValue: an unsupported object, an absolute name or one with "..".
+            Conflict: the name holds other bytes (and not ``overwrite``).
         """
-        if isinstance(obj, (str, os.PathLike)):
-            path = Path(obj).expanduser()
-            if path.is_dir():
-                base = name or path.name
-                return [
-                    self._upload_file(f, f"{base}/{f.relative_to(path).as_posix()}", overwrite, metadata)
-                    for f in sorted(p for p in path.rglob("*") if p.is_file())
-                ]
-            if not path.is_file():
-                raise te.InvalidValue(f"There is no file {str(path)!r} to log as an artifact.")
-            return self._upload_file(path, name or path.name, overwrite, metadata)
-        if isinstance(obj, (bytes, bytearray, memoryview)):
-            if not name:
-                raise te.InvalidValue("Bytes need a name: run.log_artifact(data, 'weights.bin').")
-            data = bytes(obj)
-            return self._upload(lambda: iter([data]), len(data), hashlib.sha256(data).hexdigest(), name, overwrite, metadata, "bytes")
-        if hasattr(obj, "read"):
-            if not name:
-                raise te.InvalidValue("A file object needs a name: run.log_artifact(fh, 'data.bin').")
-            import tempfile
+        from tracker_api import remote_reads
 
-            # Spool to disk to learn the size and hash without holding the bytes in memory.
-            with tempfile.NamedTemporaryFile(prefix="tracker-remote-") as tmp:
-                while chunk := obj.read(CHUNK):
-                    tmp.write(chunk if isinstance(chunk, bytes) else chunk.encode())
-                tmp.flush()
-                return self._upload_file(Path(tmp.name), name, overwrite, metadata)
-        raise te.InvalidValue(
-            f"In remote mode log_artifact() sends files, directories, bytes and binary file "
-            f"objects, not {type(obj).__name__}; save it to a file first (df.to_parquet(path), "
-            f"fig.savefig(path))."
-        )
+        return remote_reads.log_artifact(self, obj, name, overwrite, metadata)
 
-    def _upload_file(self, path: Path, name: str, overwrite: bool, metadata: Mapping[str, Any] | None) -> dict[str, Any]:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while chunk := fh.read(CHUNK):
-                digest.update(chunk)
-        size = path.stat().st_size
+    def artifacts(self) -> list[RemoteArtifactFile]:
+        """The run's artifacts, by name."""
+        from tracker_api import remote_reads
 
-        def chunks() -> Iterator[bytes]:
-            with open(path, "rb") as fh:
-                while chunk := fh.read(CHUNK):
-                    yield chunk
+        return remote_reads.artifacts(self)
 
-        return self._upload(chunks, size, digest.hexdigest(), name, overwrite, metadata, str(path))
+    def artifact(self, name: str) -> RemoteArtifactFile:
+        """One artifact by name; raises ``ArtifactNotFound`` listing the run's artifacts."""
+        from tracker_api import remote_reads
 
-    def _upload(self, chunks: Any, size: int, sha256: str, name: str, overwrite: bool,
-                metadata: Mapping[str, Any] | None, source: str) -> dict[str, Any]:
-        headers = {
-            "Content-Type": "application/octet-stream",
-            "Content-Length": str(size),
-            "X-Content-SHA256": sha256,
-            "X-Artifact-Source": source[:500],
-        }
-        if metadata:
-            headers["X-Artifact-Metadata"] = json.dumps(dict(metadata), allow_nan=False)
-        query = "?overwrite=true" if overwrite else ""
-        path = f"/api/runs/{self.id}/artifacts/{quote(name, safe='/')}{query}"
-        # http.client sends an iterable body chunk by chunk with the given Content-Length.
-        _, data = client().request("PUT", path, body=_Body(chunks()), headers=headers, what=f"artifact {name!r}")
-        return data
+        return remote_reads.artifact(self, name)
+
+    # lineage
+    def use_dataset(self, version: Any, context: str = "train") -> None:
+        """Record that this run used a dataset version of the server (from
+        ``tracker_api.remote_reads.get_dataset``, ``run.inputs()``, or its id) in ``context``."""
+        from tracker_api import remote_reads
+
+        remote_reads.use_dataset(self, version, context)
+
+    def inputs(self) -> list[tuple[Any, str]]:
+        """The dataset versions this run used: ``[(RemoteDatasetVersion, context), ...]``."""
+        from tracker_api import remote_reads
+
+        return remote_reads.inputs(self)
 
     # the end
     def finish(self, status: str = "finished", error: Any = "") -> None:
-        """Send the remaining points and the final status; an unreachable server leaves both to
-        the background sender (with a warning) instead of raising."""
+        """End the run: its remaining points and final status are sent now. An unreachable
+        server leaves both to the background sender (a warning says so) instead of raising.
+        Finishing again changes the recorded status."""
+        from tracker._sync.runs import _error_text
+
         if status not in ("finished", "failed", "killed"):
             raise te.InvalidValue(f"A run finishes as 'finished', 'failed' or 'killed', not {status!r}.")
-        if self._final is not None:
-            return
-        self._final = {"status": status, "error": error if isinstance(error, str) else str(error)}
+        self._end(status, _error_text(error))
         try:
             self._send_pending()
         except ServerUnavailable as exc:
             warnings.warn(
-                f"tracker: {exc} Run {self.id}'s end and {len(self._rows)} points are kept and "
+                f"tracker: {exc} Run {self.id}'s end and {len(self._buf.rows)} points are kept and "
                 f"sent in the background.", RuntimeWarning, stacklevel=2,
             )
+            sender().add(self)
             sender().wake.set()
-        else:
-            with sender().lock:
-                sender().runs.pop(self.id, None)
+
+    def _end(self, status: str, error: str) -> None:
+        """Record the end here (sent by the next send)."""
+        with self._send_lock:
+            self._final = {"status": status, "error": error}
+            self._final_sent = False
+            self._finished = True
+            self._buf.system_interval = None
+            self._data.update(status=status, error=error)
+        with _open_lock:
+            _open.pop(self.id, None)
 
     def refresh(self) -> RemoteRun:
-        """Re-read the run from the server."""
-        _, data = client().request("GET", f"/api/runs/{self.id}/", what=f"run {self.id}")
-        self._data.update(data)
+        """Re-read the run from the server (status, params, tags, notes); returns self."""
+        from tracker_api.remote_reads import find_run
+
+        self._data.update(find_run(self.id))
         return self
 
 
@@ -560,6 +763,41 @@ class _Body:
         return self._it
 
 
+def upload(run: RemoteRun, chunks: Iterator[bytes], size: int, sha256: str, name: str, kind: str,
+           overwrite: bool, metadata: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """PUT one artifact's bytes, streamed with their size and sha256."""
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Content-Length": str(size),
+        "X-Content-SHA256": sha256,
+        "X-Artifact-Source": source[:500],
+        "X-Artifact-Kind": kind,
+    }
+    if metadata:
+        headers["X-Artifact-Metadata"] = json.dumps(dict(metadata), allow_nan=False)
+    path = f"/api/runs/{run.id}/artifacts/{quote(name, safe='/')}{'?overwrite=true' if overwrite else ''}"
+    # http.client sends an iterable body chunk by chunk with the given Content-Length.
+    return client().request("PUT", path, body=_Body(chunks), headers=headers, what=f"artifact {name!r}")[1]
+
+
+def _finish_earlier_execution(key: tuple, execution: int | None) -> None:
+    """Finish runs an earlier execution of the same notebook cell left running."""
+    if execution is None:
+        return
+    with _open_lock:
+        mine = list(_open.values())
+    for run in mine:
+        if run._site == key and run._execution is not None and run._execution < execution:
+            run.finish("finished")
+            label = f"{run.name!r} " if run.name else ""
+            print(
+                f"tracker: run {label}{run.id} was still running from an earlier execution of "
+                f"this cell; it is finished now and a new run starts (pass resume=... to continue "
+                f"a run instead).",
+                file=sys.stderr,
+            )
+
+
 def start_run(
     project: str = "default",
     name: str | None = "",
@@ -571,107 +809,210 @@ def start_run(
     resume: Any = None,
     durable: bool | None = None,
     system_metrics: bool | None = None,
+    site: Any = None,
+    execution: int | None = None,
 ) -> RemoteRun:
-    """Create a run on the configured server; see :func:`tracker.start_run`.
+    """Create (or resume) a run on the configured server; see :func:`tracker.start_run`.
 
     Raises:
-        InvalidValue: bad params or tags (nothing is created).
+        InvalidValue: bad params, tags, notes or name (nothing is created).
+        ParamConflict: resuming with a param that has another value.
+        RunNotFound: ``resume`` or ``parent`` names no run you can see.
         ServerUnavailable: the server cannot be reached.
         PermissionDenied: the token is rejected or lacks the editor role in ``project``.
     """
     from tracker import conf
     from tracker.services._runs_env import capture
-    from tracker.services._runs_values import flatten
+    from tracker.services._runs_values import check_name, flatten
 
+    flat_params = flatten(params or {}, "param")
+    flat_tags = flatten(tags or {}, "tag")
+    name = check_name(name)
+    if not isinstance(notes, str):
+        raise te.InvalidValue(f"notes must be a string, not {type(notes).__name__}.")
+    durable = bool(conf.get("DURABLE_METRICS")) if durable is None else bool(durable)
+    sysm = bool(conf.get("SYSTEM_METRICS")) if system_metrics is None else bool(system_metrics)
+    interval = float(conf.get("SYSTEM_METRICS_INTERVAL")) if sysm else None
+    env = capture()
+    timeout = float(conf.get("HEARTBEAT_TIMEOUT"))
     if resume is not None:
-        raise te.InvalidValue("resume= is not available in remote mode yet; start a new run.")
+        return _resume(resume, flat_params, flat_tags, notes, durable, interval, env, timeout)
     project_name = project if isinstance(project, str) else getattr(project, "name", None)
     if not isinstance(project_name, str) or not project_name.strip():
-        raise te.InvalidValue(f"A project name must be a non-empty string, not {project!r}.")
-    env = capture()
+        raise te.InvalidValue(f"A project name must be a non-empty string such as 'mnist', not {project!r}.")
+    parent_id = getattr(parent, "id", parent)
+    key = (project_name, name or ("site", site), parent_id)
+    _finish_earlier_execution(key, execution)
     body = {
-        "project": project_name,
-        "name": name or "",
-        "params": flatten(params or {}, "param"),
-        "tags": flatten(tags or {}, "tag"),
-        "notes": notes,
-        "parent": getattr(parent, "id", parent),
-        "host": env.host,
-        "pid": env.pid,
-        "git_commit": env.git_commit,
-        "git_dirty": env.git_dirty,
-        "python_version": env.python_version,
-        "packages": env.packages,
-        "heartbeat_timeout": float(conf.get("HEARTBEAT_TIMEOUT")),
+        "project": project_name, "name": name, "params": flat_params, "tags": flat_tags, "notes": notes,
+        "parent": parent_id, "host": env.host, "pid": env.pid, "git_commit": env.git_commit,
+        "git_dirty": env.git_dirty, "python_version": env.python_version, "packages": env.packages,
+        "heartbeat_timeout": timeout,
     }
     _, data = client().request("POST", "/api/runs/", json_body=body, what=f"start_run({project_name!r})")
-    run = RemoteRun(data)
+    run = RemoteRun(data, owned=True, durable=durable, system_interval=interval, site=key, execution=execution)
+    with _open_lock:
+        _open[run.id] = run
     sender().add(run)
     return run
 
 
+def _resume(ref: Any, params: dict[str, Any], tags: dict[str, Any], notes: str, durable: bool,
+            interval: float | None, env: Any, timeout: float) -> RemoteRun:
+    from tracker_api.remote_reads import find_run
+
+    uid = ref.id if isinstance(ref, (RemoteRun, AsyncRemoteRun)) else find_run(ref)["id"]
+    with _open_lock:
+        existing = _open.get(uid)
+    if existing is not None:
+        # Already open in this process (a cell re-run with resume=): keep the one buffer.
+        if params:
+            existing.log_params(params)
+        if tags:
+            existing.set_tags(tags)
+        if notes:
+            existing.set_notes(notes, append=True)
+        return existing
+    body = {"params": params, "tags": tags, "notes": notes, "host": env.host, "pid": env.pid, "heartbeat_timeout": timeout}
+    _, data = client().request("POST", f"/api/runs/{uid}/resume/", json_body=body, what=f"run {uid}")
+    run = RemoteRun(data["run"], owned=True, next_steps=data["next_steps"], durable=durable, system_interval=interval)
+    with _open_lock:
+        _open[run.id] = run
+    sender().add(run)
+    return run
+
+
+def attach(data: Mapping[str, Any]) -> RemoteRun:
+    """A handle for a run read back; this process's own open handle if it has one."""
+    with _open_lock:
+        mine = _open.get(data["id"])
+    if mine is not None:
+        mine._data.update(data)
+        return mine
+    return RemoteRun(data)
+
+
+# -- async ------------------------------------------------------------------------------------
+async def _to_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    import asyncio
+
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
 class AsyncRemoteRun:
-    """The async twin of :class:`RemoteRun`: the same methods, awaitable (network calls run
-    on a worker thread, so the event loop never waits on the server)."""
+    """The async twin of :class:`RemoteRun`: the same attributes, the same methods awaitable;
+    network calls run on a worker thread, so the event loop never waits on the server."""
 
     def __init__(self, run: RemoteRun) -> None:
         self._run = run
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._run, name)
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self._run, name)  # the attributes (id, name, status, ...), no I/O
 
     def __repr__(self) -> str:
         return repr(self._run).replace("<RemoteRun", "<AsyncRemoteRun", 1)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, (RemoteRun, AsyncRemoteRun)) and other.id == self._run.id
+
+    def __hash__(self) -> int:
+        return hash(self._run)
 
     async def __aenter__(self) -> AsyncRemoteRun:
         return self
 
     async def __aexit__(self, tp: Any, exc: BaseException | None, tb: Any) -> bool:
-        import asyncio
-
-        return await asyncio.to_thread(self._run.__exit__, tp, exc, tb)
+        return await _to_thread(self._run.__exit__, tp, exc, tb)
 
     async def log_param(self, key: str, value: Any) -> None:
-        await self._to_thread(self._run.log_param, key, value)
+        """Awaitable :meth:`RemoteRun.log_param`."""
+        await _to_thread(self._run.log_param, key, value)
 
     async def log_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        return await self._to_thread(self._run.log_params, params)
+        """Awaitable :meth:`RemoteRun.log_params`."""
+        return await _to_thread(self._run.log_params, params)
 
     async def set_tag(self, key: str, value: Any) -> None:
-        await self._to_thread(self._run.set_tag, key, value)
+        """Awaitable :meth:`RemoteRun.set_tag`."""
+        await _to_thread(self._run.set_tag, key, value)
 
     async def set_tags(self, tags: Mapping[str, Any]) -> dict[str, Any]:
-        return await self._to_thread(self._run.set_tags, tags)
+        """Awaitable :meth:`RemoteRun.set_tags`."""
+        return await _to_thread(self._run.set_tags, tags)
+
+    async def set_notes(self, text: str, append: bool = False) -> str:
+        """Awaitable :meth:`RemoteRun.set_notes`."""
+        return await _to_thread(self._run.set_notes, text, append)
 
     async def log_metric(self, key: str, value: float, step: int | None = None) -> None:
-        self._run.log_metric(key, value, step)  # memory only
+        """:meth:`RemoteRun.log_metric`: a memory append (a send in a thread when durable)."""
+        self._run._buf.log_metric(key, value, step)
+        if self._run._durable:
+            await _to_thread(self._run._send_now)
 
     async def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        self._run.log_metrics(metrics, step)
+        """:meth:`RemoteRun.log_metrics`: memory appends (a send in a thread when durable)."""
+        self._run._buf.log_metrics(metrics, step)
+        if self._run._durable:
+            await _to_thread(self._run._send_now)
 
     async def flush(self) -> int:
-        return await self._to_thread(self._run.flush)
+        """Awaitable :meth:`RemoteRun.flush`."""
+        return await _to_thread(self._run.flush)
+
+    async def history(self, keys: str | Sequence[str] | None = None, wide: bool = True) -> pd.DataFrame:
+        """Awaitable :meth:`RemoteRun.history`."""
+        return await _to_thread(self._run.history, keys, wide)
+
+    async def plot(self, keys: str | Sequence[str] | None = None, x: str = "step") -> Figure:
+        """Awaitable :meth:`RemoteRun.plot`."""
+        return await _to_thread(self._run.plot, keys, x)
 
     async def log_artifact(self, obj: Any, name: str | None = None, *, overwrite: bool = False,
                            metadata: Mapping[str, Any] | None = None) -> Any:
-        return await self._to_thread(self._run.log_artifact, obj, name, overwrite=overwrite, metadata=metadata)
+        """Awaitable :meth:`RemoteRun.log_artifact` (with async artifact handles)."""
+        from tracker_api.remote_reads import AsyncRemoteArtifactFile
+
+        done = await _to_thread(self._run.log_artifact, obj, name, overwrite=overwrite, metadata=metadata)
+        if isinstance(done, list):
+            return [AsyncRemoteArtifactFile(f.info) for f in done]
+        return AsyncRemoteArtifactFile(done.info)
+
+    async def artifacts(self) -> list[Any]:
+        """Awaitable :meth:`RemoteRun.artifacts`."""
+        from tracker_api.remote_reads import AsyncRemoteArtifactFile
+
+        return [AsyncRemoteArtifactFile(f.info) for f in await _to_thread(self._run.artifacts)]
+
+    async def artifact(self, name: str) -> Any:
+        """Awaitable :meth:`RemoteRun.artifact`."""
+        from tracker_api.remote_reads import AsyncRemoteArtifactFile
+
+        return AsyncRemoteArtifactFile((await _to_thread(self._run.artifact, name)).info)
+
+    async def use_dataset(self, version: Any, context: str = "train") -> None:
+        """Awaitable :meth:`RemoteRun.use_dataset`."""
+        await _to_thread(self._run.use_dataset, version, context)
+
+    async def inputs(self) -> list[tuple[Any, str]]:
+        """Awaitable :meth:`RemoteRun.inputs` (with async dataset version handles)."""
+        from tracker_api.remote_reads import AsyncRemoteDatasetVersion
+
+        used = await _to_thread(self._run.inputs)
+        return [(AsyncRemoteDatasetVersion(v.info), ctx) for v, ctx in used]
 
     async def finish(self, status: str = "finished", error: Any = "") -> None:
-        await self._to_thread(self._run.finish, status, error)
+        """Awaitable :meth:`RemoteRun.finish`."""
+        await _to_thread(self._run.finish, status, error)
 
     async def refresh(self) -> AsyncRemoteRun:
-        await self._to_thread(self._run.refresh)
+        """Awaitable :meth:`RemoteRun.refresh`."""
+        await _to_thread(self._run.refresh)
         return self
-
-    @staticmethod
-    async def _to_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        import asyncio
-
-        return await asyncio.to_thread(fn, *args, **kwargs)
 
 
 async def astart_run(*args: Any, **kwargs: Any) -> AsyncRemoteRun:
     """Awaitable :func:`start_run`."""
-    import asyncio
-
-    return AsyncRemoteRun(await asyncio.to_thread(start_run, *args, **kwargs))
+    return AsyncRemoteRun(await _to_thread(start_run, *args, **kwargs))

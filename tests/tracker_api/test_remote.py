@@ -58,7 +58,7 @@ def test_notebook_logs_a_run_to_a_live_server(subprocess_env, tmp_path: Path):
                 "run.log_param('batch', 32)\n"
                 "run.set_tag('stage', 'warmup')",
                 "try:\n    run.log_param('batch', 64)\nexcept tracker.TrackerError as e:\n    print(type(e).__name__)",
-                f"info = run.log_artifact({str(weights)!r}, 'model/weights.bin')\nprint(info['sha256'], info['size'])",
+                f"info = run.log_artifact({str(weights)!r}, 'model/weights.bin')\nprint(info.sha256, info.size)",
                 "run.finish()\nprint(run.status)",
                 "with tracker.start_run('remote', 'crashes') as r2:\n"
                 "    r2.log_metric('x', 1.0)\n"
@@ -184,3 +184,226 @@ def test_remote_errors_are_tracker_errors(subprocess_env):
     assert lines[1].startswith("ProjectNotFound") or lines[1].startswith("NotFound"), lines
     assert bad.stdout.splitlines()[0].startswith("PermissionDenied"), bad.stdout + bad.stderr
     assert "rejected the token" in bad.stdout
+
+
+# -- a faithful stand-in: what the remote handle reads back is what the local API returns ----------
+STAND_IN = textwrap.dedent(
+    """
+    import hashlib, json, pickle, sys, warnings
+    from pathlib import Path
+    import pandas as pd
+    import tracker
+    from tracker_api import remote_reads
+
+    out = Path(sys.argv[1])
+    tracker.configure(flush_interval=0.2)
+    res = {}
+    frame = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+    with tracker.start_run("remote", "stand-in", params={"opt": {"lr": 0.1}}, tags={"t": 1}) as run:
+        for step in range(50):
+            run.log_metric("loss", 1.0 / (step + 1))
+        run.log_metrics({"acc": 0.5, "odd": float("nan")}, step=3)
+        run.log_metric("odd", float("inf"), step=4)
+        run.log_metric("loss", 9.0, step=10)  # a step logged twice: wide keeps the last value
+        try:
+            run.log_metrics({"acc": 0.7, "bad": "x"})
+        except tracker.TrackerError as e:
+            res["bad_metrics"] = type(e).__name__
+        run.set_notes("first")
+        res["notes"] = run.set_notes("second", append=True)
+        one = run.log_artifact(str(out / "weights.bin"), "model/weights.bin")
+        run.log_artifact(b"raw bytes", "raw.bin")
+        df_art = run.log_artifact(frame, "table")
+        listed = run.log_artifact(str(out / "dir"), "dir")
+        res["types"] = [type(one).__name__, type(listed).__name__, len(listed), df_art.name, df_art.kind]
+        try:
+            run.log_artifact(b"other bytes", "raw.bin")
+        except tracker.TrackerError as e:
+            res["conflict"] = type(e).__name__
+        version = remote_reads.get_dataset("ds")
+        run.use_dataset(version, "train")
+        run.use_dataset(version.id, "eval")
+        res["inputs"] = [[v.name, v.version, ctx, len(v.to_pandas())] for v, ctx in run.inputs()]
+        pickle.dump(version.to_pandas(), open(out / "version.pkl", "wb"))
+        res["plot"] = run.plot("loss").axes[0].lines[0].get_xydata().tolist()
+        res["artifacts"] = [[a.name, a.kind, a.size, a.sha256] for a in run.artifacts()]
+        res["load"] = bool(run.artifact("table.parquet").load().equals(frame))
+        res["bytes"] = run.artifact("raw.bin").read_bytes().decode()
+        (out / "dl").mkdir()
+        res["download"] = str(run.artifact("model/weights.bin").download(out / "dl"))
+        with run.artifact("model/weights.bin").open() as fh:
+            res["open_sha"] = hashlib.sha256(fh.read()).hexdigest()
+        for what, call in [("model", lambda: run.model), ("missing", lambda: run.artifact("nope")),
+                           ("unknown", lambda: tracker.get_run("ffffffffffffffff")),
+                           ("bad_context", lambda: run.use_dataset(version, ""))]:
+            try:
+                call()
+            except tracker.TrackerError as e:
+                res[what] = [type(e).__name__, str(e)]
+    uid = run.id
+    res["uid"] = uid
+    res["status"] = tracker.get_run(uid[:6]).status
+    # resume: steps continue, params may be added but not changed, the end is sent again
+    again = tracker.start_run(resume=uid, params={"extra": 1}, notes="resumed")
+    res["resumed_status"] = again.status
+    again.log_metric("loss", 0.01)
+    try:
+        again.log_param("opt.lr", 0.2)
+    except tracker.TrackerError as e:
+        res["param_conflict"] = type(e).__name__
+    again.finish()
+    with tracker.start_run("remote", "other", params={"opt": {"lr": 0.2}}) as other:
+        other.log_metric("loss", 2.0)
+    res["count"] = len(tracker.runs(project="remote"))
+    res["listed"] = [r.id for r in tracker.runs(project="remote", params={"opt.lr__gt": 0.15})]
+    res["first"] = tracker.runs(project="remote").order_by("started_at").first().id
+    res["sliced"] = [r.id for r in tracker.runs(project="remote")[:1]]
+    tracker.flush()
+    pickle.dump({
+        "wide": run.history(),
+        "long": run.history(["loss", "odd"], wide=False),
+        "frame": tracker.runs_frame(project="remote"),
+        "many": tracker.runs(project="remote").history(),
+        "many_long": tracker.runs(project="remote", name="stand*").history("loss", wide=False),
+        "compare": tracker.compare([uid, other.id]),
+        "compare_diff": tracker.runs(project="remote").compare(only_differences=True),
+    }, open(out / "frames.pkl", "wb"))
+    res["plot_metrics"] = len(tracker.plot_metrics([uid, other], "loss").axes[0].lines)
+    json.dump(res, open(out / "res.json", "w"))
+    """
+)
+
+
+def _dataset(project_name: str = "remote") -> None:
+    from tracker.models import Project, Sample
+    from tracker.services.datasets import create_dataset
+    from tracker.services.samples import add_samples
+
+    project = Project.objects.get(name=project_name)
+    add_samples(project, [{"id": f"s{i}", "text": f"t{i}", "n": i} for i in range(12)])
+    create_dataset("ds", Sample.objects.filter(project=project), project=project, progress=False)
+
+
+def test_remote_run_reads_back_what_the_local_api_returns(subprocess_env, tmp_path: Path):
+    import pandas as pd
+
+    import tracker
+
+    key = _editor_key()
+    _dataset()
+    (tmp_path / "weights.bin").write_bytes(os.urandom(2 * 1024 * 1024 + 5))
+    (tmp_path / "dir" / "sub").mkdir(parents=True)
+    (tmp_path / "dir" / "a.txt").write_text("a")
+    (tmp_path / "dir" / "sub" / "b.txt").write_text("b")
+    server = start_server(subprocess_env)
+    try:
+        env = _client_env(subprocess_env, server.url, key)
+        done = subprocess.run([sys.executable, "-c", STAND_IN, str(tmp_path)], env=env, capture_output=True,
+                              text=True, timeout=300)
+    finally:
+        stop_server(server)
+    assert done.returncode == 0, done.stderr[-4000:]
+    res = json.loads((tmp_path / "res.json").read_text())
+    got = pd.read_pickle(tmp_path / "frames.pkl")
+    uid = res["uid"]
+    local = tracker.get_run(uid)
+
+    # frames: exactly the local ones (same dtypes, index, NaN and infinities)
+    pd.testing.assert_frame_equal(got["wide"], local.history())
+    pd.testing.assert_frame_equal(got["long"], local.history(["loss", "odd"], wide=False))
+    assert got["wide"].loc[10, "loss"] == 9.0 and got["wide"].loc[4, "odd"] == float("inf")
+    assert got["wide"].loc[50, "loss"] == 0.01  # the resumed run went on at the next step
+    pd.testing.assert_frame_equal(got["frame"], tracker.runs_frame(project="remote"))
+    pd.testing.assert_frame_equal(got["many"], tracker.runs(project="remote").history())
+    pd.testing.assert_frame_equal(got["many_long"], tracker.runs(project="remote", name="stand*").history("loss", wide=False))
+    other = [i for i in got["frame"].index if i != uid][0]
+    pd.testing.assert_frame_equal(got["compare"], tracker.compare([uid, other]))
+    pd.testing.assert_frame_equal(got["compare_diff"], tracker.runs(project="remote").compare(only_differences=True))
+    pd.testing.assert_frame_equal(pd.read_pickle(tmp_path / "version.pkl"), tracker.get_dataset("ds").to_pandas())
+
+    # the handle's other reads
+    assert res["bad_metrics"] == "InvalidValue"
+    assert res["notes"] == "first\n\nsecond" and local.notes == "first\n\nsecond\n\nresumed"
+    assert res["types"] == ["RemoteArtifactFile", "list", 2, "table.parquet", "dataframe"]
+    assert res["conflict"] == "Conflict"
+    assert res["inputs"] == [["ds", 1, "train", 12], ["ds", 1, "eval", 12]]
+    assert [(v.name, ctx) for v, ctx in local.inputs()] == [("ds", "train"), ("ds", "eval")]
+    assert res["artifacts"] == [[a.name, a.kind, a.size, a.sha256] for a in local.artifacts()]
+    assert {a[0]: a[1] for a in res["artifacts"]} == {
+        "dir/a.txt": "directory-file", "dir/sub/b.txt": "directory-file", "model/weights.bin": "file",
+        "raw.bin": "bytes", "table.parquet": "dataframe",
+    }
+    assert res["load"] is True and res["bytes"] == "raw bytes"
+    weights = (tmp_path / "weights.bin").read_bytes()
+    assert Path(res["download"]).read_bytes() == weights
+    assert res["open_sha"] == hashlib.sha256(weights).hexdigest()
+    xy = tracker.get_run(uid).plot("loss").axes[0].lines[0].get_xydata().tolist()
+    assert res["plot"] + [[50.0, 0.01]] == xy  # drawn before the resumed run's last point
+    assert res["plot_metrics"] == 2
+    assert res["model"][0] == "NotAvailableRemotely" and "run.id" in res["model"][1]
+    assert res["missing"][0] == "ArtifactNotFound" and "model/weights.bin" in res["missing"][1]
+    assert res["unknown"][0] == "RunNotFound"
+    assert res["bad_context"][0] == "InvalidValue"
+    assert res["status"] == "finished"
+    assert res["resumed_status"] == "running" and res["param_conflict"] == "ParamConflict"
+    assert local.status == "finished" and local.params == {"opt.lr": 0.1, "extra": 1}
+    assert res["count"] == 2 and res["listed"] == [other] and res["first"] == uid
+    assert res["sliced"] == [other]  # most recent first
+
+
+ASYNC_CLIENT = textwrap.dedent(
+    """
+    import asyncio, json, sys, threading
+    import tracker
+
+    async def main():
+        res = {}
+        async with await tracker.aio.start_run("remote", "async", params={"a": 1}) as run:
+            res["type"] = type(run).__name__
+            await run.log_metric("x", 1.0)
+            await run.log_metrics({"x": 2.0, "y": 3.0})
+            res["notes"] = await run.set_notes("n")
+            art = await run.log_artifact(b"abc", "a.bin")
+            res["art"] = [type(art).__name__, (await art.read_bytes()).decode()]
+            res["listed"] = [a.name for a in await run.artifacts()]
+            hist = await run.history()
+            res["hist"] = hist.reset_index().to_dict("list")
+            res["tags"] = await run.set_tags({"k": "v"})
+        got = await tracker.aio.get_run(run.id)
+        res["status"] = [type(got).__name__, got.status, got.name]
+        res["ids"] = [r.id async for r in await tracker.aio.runs(project="remote")]
+        res["count"] = await (await tracker.aio.runs(project="remote")).count()
+        frame = await tracker.aio.runs_frame(project="remote")
+        res["frame"] = [list(frame.index), frame.loc[run.id, "metrics.y"]]
+        res["flushed"] = await tracker.aio.flush()
+        json.dump(res, open(sys.argv[1], "w"))
+
+    tracker.configure(flush_interval=0.2)
+    asyncio.run(main())
+    """
+)
+
+
+def test_async_remote_run_has_the_async_api(subprocess_env, tmp_path: Path):
+    from tracker.models import Metric, Run
+
+    key = _editor_key()
+    server = start_server(subprocess_env)
+    try:
+        env = _client_env(subprocess_env, server.url, key)
+        done = subprocess.run([sys.executable, "-c", ASYNC_CLIENT, str(tmp_path / "res.json")], env=env,
+                              capture_output=True, text=True, timeout=180)
+    finally:
+        stop_server(server)
+    assert done.returncode == 0, done.stderr[-4000:]
+    res = json.loads((tmp_path / "res.json").read_text())
+    run = Run.objects.get(name="async")
+    assert res["type"] == "AsyncRemoteRun" and res["notes"] == "n"
+    assert res["art"] == ["AsyncRemoteArtifactFile", "abc"] and res["listed"] == ["a.bin"]
+    hist = res["hist"]  # log_metrics without a step: the next step of the most advanced key
+    assert hist["step"] == [0, 1] and hist["x"] == [1.0, 2.0] and hist["y"][1] == 3.0 and hist["y"][0] != hist["y"][0]
+    assert res["tags"] == {"k": "v"}
+    assert res["status"] == ["AsyncRemoteRun", "finished", "async"]
+    assert res["ids"] == [run.uid] and res["count"] == 1
+    assert res["frame"] == [[run.uid], 3.0]
+    assert run.status == "finished" and Metric.objects.filter(run=run).count() == 3

@@ -230,6 +230,7 @@ async def start_run(
     """Awaitable :func:`tracker.start_run`; returns an :class:`AsyncRun`."""
     from tracker_api import remote  # remote mode (issue 6): configure(server_url=...)
 
+    site, execution = sync._call_site()
     if remote.enabled():
         return await remote.astart_run(  # type: ignore[return-value]
             project,
@@ -241,8 +242,9 @@ async def start_run(
             resume=resume,
             durable=durable,
             system_metrics=system_metrics,
+            site=site,
+            execution=execution,
         )
-    site, execution = sync._call_site()
     active = await acall(
         "start_run",
         sync._start,
@@ -263,11 +265,19 @@ async def start_run(
 
 async def flush() -> int:
     """Awaitable :func:`tracker.flush`."""
+    from tracker_api import remote
+
+    if remote.enabled():
+        return await asyncio.to_thread(remote.flush_all)
     return await acall("flush", sync._flush_all)
 
 
 async def get_run(run_id: str) -> AsyncRun:
     """Awaitable :func:`tracker.get_run`; returns an :class:`AsyncRun`."""
+    from tracker_api import remote, remote_reads
+
+    if remote.enabled():
+        return await remote_reads.aget_run(run_id)  # type: ignore[return-value]
     return AsyncRun(await acall("get_run", sync._get, run_id))
 
 
@@ -287,7 +297,10 @@ async def runs(
 ) -> AsyncRuns:
     """:func:`tracker.runs` for async code: returns a lazy :class:`AsyncRuns` (no query runs
     until it is used with ``async for`` or an awaited method)."""
-    return AsyncRuns(
+    from tracker_api import remote, remote_reads
+
+    cls = remote_reads.AsyncRemoteRuns if remote.enabled() else AsyncRuns
+    return cls(
         project,
         status=status,
         name=name,
@@ -317,6 +330,12 @@ async def runs_frame(
     limit: int | None = None,
 ) -> pd.DataFrame:
     """Awaitable :func:`tracker.runs_frame`."""
+    from tracker_api import remote, remote_reads
+
+    if remote.enabled():
+        filters = dict(status=status, name=name, tags=tags, params=params, metrics=metrics, parent=parent,
+                       ids=ids, since=since, order_by=order_by, limit=limit)
+        return await asyncio.to_thread(remote_reads.runs_frame, project, **filters)
     return await acall(
         "runs_frame",
         sync.runs_frame.__wrapped__,
@@ -336,6 +355,10 @@ async def runs_frame(
 
 async def compare(runs: Any, *, only_differences: bool = False) -> pd.DataFrame:
     """Awaitable :func:`tracker.compare`."""
+    from tracker_api import remote, remote_reads
+
+    if remote.enabled():
+        return await asyncio.to_thread(remote_reads.compare, runs, only_differences=only_differences)
     return await acall("compare", sync._compare, runs, only_differences)
 
 
@@ -350,6 +373,11 @@ async def plot_metrics(
 ) -> Figure:
     """Awaitable :func:`tracker.plot_metrics`."""
     from tracker.plots import plot_histories
+    from tracker_api import remote, remote_reads
 
+    if remote.enabled():
+        return await asyncio.to_thread(
+            remote_reads.plot_metrics, runs, keys, x=x, max_points=max_points, ax=ax, title=title
+        )
     series = await acall("plot_metrics", sync._plot_refs, runs, keys)
     return plot_histories(series, keys, x=x, max_points=max_points, ax=ax, title=title)

@@ -244,10 +244,17 @@ def _plot_points(pks: Sequence[int], keys: Any) -> dict[str, Any]:
         pk: (name, uid)
         for pk, name, uid in RunModel.objects.filter(pk__in=pks).values_list("pk", "name", "uid")
     }
-    labels = {pk: known[pk][0] or known[pk][1] for pk in pks if pk in known}
-    if len(set(labels.values())) < len(labels):
-        labels = {pk: f"{labels[pk]} ({known[pk][1]})" for pk in labels}
+    labels = _run_labels(known, pks)
     return {labels[pk]: frame[frame["run_id"] == pk] for pk in labels}
+
+
+def _run_labels(known: Mapping[Any, tuple[str, str]], order: Sequence[Any]) -> dict[Any, str]:
+    """A plot label per run (its name, or id when unnamed; name and id when names repeat), from
+    ``{key: (name, uid)}`` in ``order``. Shared with the remote mode."""
+    labels = {k: known[k][0] or known[k][1] for k in order if k in known}
+    if len(set(labels.values())) < len(labels):
+        labels = {k: f"{labels[k]} ({known[k][1]})" for k in labels}
+    return labels
 
 
 # -- the sync handle -------------------------------------------------------------------------
@@ -810,6 +817,7 @@ def start_run(
     """
     from tracker_api import remote  # remote mode (issue 6): configure(server_url=...)
 
+    site, execution = _call_site()
     if remote.enabled():
         return remote.start_run(  # type: ignore[return-value]
             project,
@@ -821,8 +829,9 @@ def start_run(
             resume=resume,
             durable=durable,
             system_metrics=system_metrics,
+            site=site,
+            execution=execution,
         )
-    site, execution = _call_site()
     active = call(
         "start_run",
         _start,
@@ -861,6 +870,10 @@ def flush() -> int:
         DatabaseUnavailable: the database cannot be reached; nothing is lost, the points stay
             buffered and the background flusher keeps retrying.
     """
+    from tracker_api import remote
+
+    if remote.enabled():
+        return remote.flush_all()
     return _flush_all()
 
 
@@ -880,6 +893,10 @@ def get_run(run_id: str) -> Run:
     Raises:
         RunNotFound: no run has this id (or the prefix is ambiguous).
     """
+    from tracker_api import remote, remote_reads
+
+    if remote.enabled():
+        return remote_reads.get_run(run_id)  # type: ignore[return-value]
     return Run(_get(run_id))
 
 
@@ -920,7 +937,10 @@ def runs(
     Raises:
         InvalidValue: an unknown status or a malformed filter (when the collection is used).
     """
-    return Runs(
+    from tracker_api import remote, remote_reads
+
+    cls = remote_reads.RemoteRuns if remote.enabled() else Runs
+    return cls(
         project,
         status=status,
         name=name,
@@ -977,6 +997,10 @@ def runs_frame(
         order_by=order_by,
         limit=limit,
     )
+    from tracker_api import remote, remote_reads
+
+    if remote.enabled():
+        return remote_reads.runs_frame(project, **filters)
     return _frame(project, {k: v for k, v in filters.items() if v is not None})
 
 
@@ -1015,6 +1039,10 @@ def compare(runs: Any, *, only_differences: bool = False) -> pd.DataFrame:
         RunNotFound: an id names no run.
         InvalidValue: no runs given.
     """
+    from tracker_api import remote, remote_reads
+
+    if remote.enabled():
+        return remote_reads.compare(runs, only_differences=only_differences)
     return _compare(runs, only_differences)
 
 
@@ -1053,6 +1081,9 @@ def plot_metrics(
         RunNotFound: an id names no run.
     """
     from tracker.plots import plot_histories
+    from tracker_api import remote, remote_reads
 
+    if remote.enabled():
+        return remote_reads.plot_metrics(runs, keys, x=x, max_points=max_points, ax=ax, title=title)
     series = call("plot_metrics", _plot_refs, runs, keys)
     return plot_histories(series, keys, x=x, max_points=max_points, ax=ax, title=title)

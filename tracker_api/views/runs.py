@@ -323,6 +323,8 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
             OpenApiParameter("overwrite", bool, description="Replace other bytes stored under this name."),
             OpenApiParameter("X-Content-SHA256", str, OpenApiParameter.HEADER, description="The sha256 the client computed; a mismatch is refused."),
             OpenApiParameter("X-Artifact-Metadata", str, OpenApiParameter.HEADER, description="A JSON object stored with the artifact."),
+            OpenApiParameter("X-Artifact-Kind", enum=list(Artifact.Kind.values), location=OpenApiParameter.HEADER,
+                             description="What the bytes are (dataframe: Parquet a client reads back as a DataFrame); default file."),
         ],
         request={"application/octet-stream": OpenApiTypes.BINARY},
         responses={201: s.ArtifactSerializer},
@@ -345,6 +347,9 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
             return stream(request, file_chunks(fh), content_type="application/octet-stream", headers=headers)
         name = core.check_artifact_name(name)
         overwrite = request.query_params.get("overwrite", "false").lower() in ("1", "true", "yes")
+        kind = request.headers.get("X-Artifact-Kind", Artifact.Kind.FILE)
+        if kind not in Artifact.Kind.values:
+            raise InvalidValue(f"X-Artifact-Kind must be one of {', '.join(Artifact.Kind.values)}, not {kind[:40]!r}.")
         claimed = request.headers.get("X-Content-SHA256", "").strip().lower()
         with SpooledUpload(request, suffix=".upload") as upload:
             if claimed and claimed != upload.sha256:
@@ -363,6 +368,9 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
                 meta.update(extra)
             infos = core.log_artifact(run, upload.path, name=name, overwrite=overwrite, metadata=meta)
         art = Artifact.objects.select_related("run").get(run=run, name=infos[0].name)
+        if art.kind != kind:  # the client logged a DataFrame, a figure, bytes or a directory's file
+            Artifact.objects.filter(pk=art.pk).update(kind=kind)
+            art.kind = kind
         response = Response(s.ArtifactSerializer(art).data, status=status.HTTP_201_CREATED)
         response["X-Content-SHA256"] = art.sha256
         return response
