@@ -113,6 +113,7 @@ class Client:
         self.token = token
         self.timeout = timeout
         self._local = threading.local()
+        self._opened: list[http.client.HTTPConnection] = []  # every thread's, to close at exit
 
     def _new_conn(self) -> http.client.HTTPConnection:
         if self.scheme == "https":
@@ -123,6 +124,7 @@ class Client:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = self._new_conn()
+            self._opened.append(conn)
         return conn
 
     def close(self) -> None:
@@ -130,6 +132,12 @@ class Client:
         if conn is not None:
             conn.close()
             self._local.conn = None
+            self._opened.remove(conn)
+
+    def close_all(self) -> None:
+        """Close every thread's connection (at exit, when no request is in flight)."""
+        for conn in list(self._opened):
+            conn.close()
 
     def _headers(self, headers: Mapping[str, str] | None) -> dict[str, str]:
         hdrs = {"Accept": "application/json", **(headers or {})}
@@ -258,6 +266,8 @@ class _Sender(threading.Thread):
     def add(self, run: RemoteRun) -> None:
         with self.lock:
             self.runs[run.id] = run
+        if run._buf.system_interval:
+            self.wake.set()  # its first system metrics are due now
         if not self.is_alive():
             try:
                 self.start()
@@ -269,11 +279,18 @@ class _Sender(threading.Thread):
 
         backoff = 0.0
         while True:
-            interval = float(conf.get("FLUSH_INTERVAL"))
-            self.wake.wait(backoff or interval)
+            self.wake.wait(backoff or self._next_wait(float(conf.get("FLUSH_INTERVAL"))))
             self.wake.clear()
             self.cycle()
             backoff = 0.0 if self.failing_since is None else min(RETRY_MAX_SECONDS, max(0.5, backoff * 2))
+
+    def _next_wait(self, interval: float) -> float:
+        """The flush interval, or less when a run's system metrics are due sooner."""
+        with self.lock:
+            due = [r._sys_due for r in self.runs.values() if r._buf.system_interval and not r._finished]
+        if not due:
+            return interval
+        return max(0.05, min(interval, min(due) - time.monotonic()))
 
     def cycle(self) -> None:
         with self.lock:
@@ -371,6 +388,8 @@ def _at_exit() -> None:
         if not s.wait_idle(EXIT_FLUSH_SECONDS):
             left = sum(len(r._buf.rows) for r in s.pending())
             print(f"tracker: {left} metric points could not be sent to the tracker server before exit.", file=sys.stderr)
+        if _client is not None:
+            _client.close_all()
     except Exception as exc:  # pragma: no cover - last resort at interpreter exit
         print(f"tracker: sending to the tracker server at exit failed: {exc}", file=sys.stderr)
 
@@ -731,6 +750,12 @@ class RemoteRun:
                 f"tracker: {exc} Run {self.id}'s end and {len(self._buf.rows)} points are kept and "
                 f"sent in the background.", RuntimeWarning, stacklevel=2,
             )
+            sender().add(self)
+            sender().wake.set()
+        except te.TrackerError as exc:
+            # The server refused (the run was deleted there, say): as in the background, the
+            # refused batch is dropped with a warning; the end of training is no place to raise.
+            self._drop_rejected(exc)
             sender().add(self)
             sender().wake.set()
 

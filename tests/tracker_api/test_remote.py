@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import subprocess
@@ -407,3 +408,180 @@ def test_async_remote_run_has_the_async_api(subprocess_env, tmp_path: Path):
     assert res["ids"] == [run.uid] and res["count"] == 1
     assert res["frame"] == [[run.uid], 3.0]
     assert run.status == "finished" and Metric.objects.filter(run=run).count() == 3
+
+
+# -- method by method: the remote handles have the local handles' API --------------------------
+def _members(cls) -> dict[str, inspect.Signature | None]:
+    out = {}
+    for name, member in inspect.getmembers(cls):
+        if name.startswith("_"):
+            continue
+        out[name] = inspect.signature(member) if callable(member) else None
+    return out
+
+
+def _pairs():
+    from tracker._async.datasets import AsyncDatasetVersion
+    from tracker._async.runs import AsyncArtifactFile, AsyncRun, AsyncRuns
+    from tracker._sync.datasets import DatasetVersion
+    from tracker._sync.runs import ArtifactFile, Run, Runs
+    from tracker_api import remote, remote_reads as rr
+
+    return [
+        (Run, remote.RemoteRun), (ArtifactFile, rr.RemoteArtifactFile), (Runs, rr.RemoteRuns),
+        (DatasetVersion, rr.RemoteDatasetVersion), (AsyncArtifactFile, rr.AsyncRemoteArtifactFile),
+        (AsyncRuns, rr.AsyncRemoteRuns), (AsyncDatasetVersion, rr.AsyncRemoteDatasetVersion),
+    ]
+
+
+def test_remote_handles_have_every_method_and_attribute_of_the_local_ones():
+    for local, remote_cls in _pairs():
+        mine, theirs = _members(local), _members(remote_cls)
+        assert set(mine) <= set(theirs), (remote_cls.__name__, set(mine) - set(theirs))
+        for name, sig in mine.items():
+            if sig is not None:
+                assert theirs[name] is not None, f"{remote_cls.__name__}.{name}"
+                assert list(sig.parameters) == list(theirs[name].parameters), f"{remote_cls.__name__}.{name}"
+                local_async = inspect.iscoroutinefunction(getattr(local, name))
+                assert local_async == inspect.iscoroutinefunction(getattr(remote_cls, name)), f"{remote_cls.__name__}.{name}"
+
+
+def test_async_remote_run_mirrors_async_run():
+    from tracker._async.runs import AsyncRun
+    from tracker_api.remote import AsyncRemoteRun, NotAvailableRemotely, RemoteRun
+
+    run = AsyncRemoteRun(RemoteRun({"id": "0123456789abcdef", "name": "n", "project": "p", "status": "running",
+                                    "started_at": "2024-01-01T00:00:00Z", "parent": None}))
+    for name, sig in _members(AsyncRun).items():
+        if sig is None:  # attributes come from the wrapped run, without I/O
+            if name in ("model", "pk"):
+                with pytest.raises(NotAvailableRemotely, match="remote mode"):
+                    getattr(run, name)
+            else:
+                getattr(run, name)
+            continue
+        theirs = getattr(AsyncRemoteRun, name)
+        assert list(sig.parameters) == list(inspect.signature(theirs).parameters), name
+        assert inspect.iscoroutinefunction(theirs), f"AsyncRemoteRun.{name} must be awaitable"
+    assert run.started_at.year == 2024 and run.parent_id is None
+
+
+def test_remote_start_run_takes_the_local_arguments():
+    import tracker
+    from tracker_api import remote, remote_reads
+
+    local = list(inspect.signature(tracker.start_run).parameters)
+    assert list(inspect.signature(remote.start_run).parameters)[: len(local)] == local
+    for name in ("compare", "plot_metrics", "runs_frame", "get_run"):
+        fn = getattr(remote_reads, name)
+        params = inspect.signature(fn).parameters
+        wanted = [p for p in inspect.signature(getattr(tracker, name)).parameters]
+        if name != "runs_frame":  # runs_frame takes the filters as **filters
+            assert list(params) == wanted, name
+
+
+@pytest.mark.notebook
+def test_notebook_rerun_durable_and_system_metrics_work_remotely(subprocess_env):
+    from tracker.models import Metric, Run
+
+    key = _editor_key()
+    server = start_server(subprocess_env)
+    rerun = "r = tracker.start_run('remote', 'rerun')\nr.log_metric('x', 1.0)\nprint(r.id)"
+    try:
+        env = _client_env(subprocess_env, server.url, key)
+        cells = run_cells(
+            [
+                "import tracker\nfrom tracker_api import remote\n"
+                "tracker.configure(flush_interval=30, system_metrics_interval=0.2)",
+                rerun,
+                rerun,  # executing the cell again finishes the run its first execution left open
+                "d = tracker.start_run('remote', 'durable', durable=True)\nd.log_metric('x', 1.0)\n"
+                "_, h = remote.client().request('GET', f'/api/runs/{d.id}/metrics/')\nprint(h['keys']['x']['value'])",
+                "import time\ns = tracker.start_run('remote', 'sys', system_metrics=True)\ntime.sleep(1.5)\ns.finish()\n"
+                "print(sorted(k for k in s.history().columns if k.startswith('system/'))[:2])",
+                "print(r.status, tracker.get_run(r.id).status)",
+            ],
+            env,
+        )
+    finally:
+        stop_server(server)
+    errors = [c.error for c in cells if c.error]
+    assert not errors, errors
+    first, second = cells[1].stdout.strip(), cells[2].stdout.strip()
+    assert first != second
+    assert "was still running from an earlier execution of this cell" in cells[2].stderr
+    assert Run.objects.get(uid=first).status == "finished"
+    assert Metric.objects.filter(run__uid=first).count() == 1  # its point was sent with its end
+    assert cells[3].stdout.strip() == "[1.0]"  # on the server before log_metric returned
+    assert cells[4].stdout.strip() == "['system/cpu_percent', 'system/memory_percent']"
+    sys_run = Run.objects.get(name="sys")
+    assert Metric.objects.filter(run=sys_run, key="system/cpu_percent").count() >= 3
+    assert cells[5].stdout.strip() == "running running"
+
+
+DAMAGED = textwrap.dedent(
+    """
+    import sys, warnings
+    from pathlib import Path
+    import tracker
+    warnings.simplefilter("always")
+    tracker.configure(flush_interval=0.2)
+    out = Path(sys.argv[1])
+    run = tracker.get_run(sys.argv[2])
+    for what, call in [("read", lambda: run.artifact("w.bin").read_bytes()),
+                       ("download", lambda: run.artifact("w.bin").download(out)),
+                       ("foreign", lambda: tracker.get_run(sys.argv[3]))]:
+        try:
+            call()
+            print(what, "no error")
+        except tracker.TrackerError as e:
+            print(what, type(e).__name__, str(e)[:200])
+    print("left", sorted(p.name for p in out.iterdir()))
+    doomed = tracker.start_run("remote", "doomed")
+    doomed.log_metric("x", 1.0)
+    doomed.flush()
+    print(doomed.id, flush=True)
+    sys.stdin.readline()  # the run is deleted on the server here
+    doomed.log_metric("x", 2.0)
+    doomed.finish()
+    print("finished", doomed.status, flush=True)
+    """
+)
+
+
+def test_damaged_downloads_and_a_deleted_run_are_reported_not_hidden(subprocess_env, tmp_path: Path):
+    from django.core.files.storage import default_storage
+
+    from tracker.models import Artifact, Project, Run
+    from tracker.services.artifacts import log_artifact
+
+    key = _editor_key()
+    run = Run.objects.create(project=Project.objects.get(name="remote"), name="stored", status="finished")
+    log_artifact(run, b"x" * 1000, "w.bin")
+    blob = Artifact.objects.get(run=run).blob
+    with default_storage.open(blob.storage_name, "wb") as fh:
+        fh.write(b"y" * 1000)  # the bytes rot in the storage; the database still has their sha256
+    foreign = Run.objects.create(project=Project.objects.create(name="elsewhere"), name="theirs")
+    out = tmp_path / "downloads"
+    out.mkdir()
+    server = start_server(subprocess_env)
+    try:
+        env = _client_env(subprocess_env, server.url, key)
+        client = subprocess.Popen([sys.executable, "-c", DAMAGED, str(out), run.uid, foreign.uid], env=env,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines = [client.stdout.readline().strip() for _ in range(5)]
+        if client.poll() is not None or len(lines[-1]) != 16:
+            raise AssertionError((lines, client.stderr.read()[-3000:]))
+        Run.objects.filter(uid=lines[-1]).delete()
+        out_rest, err = client.communicate("\n", timeout=60)
+    finally:
+        if client.poll() is None:
+            client.kill()
+        stop_server(server)
+    assert lines[0].startswith("read StorageError") and "arrived damaged" in lines[0], lines
+    assert lines[1].startswith("download StorageError"), lines
+    assert lines[2].startswith("foreign RunNotFound"), lines
+    assert lines[3] == "left []", lines  # no half or bad file was left behind
+    assert "finished finished" in out_rest, (out_rest, err)
+    assert "ResourceWarning" not in err, err
+    assert "refused" in err and "doomed" not in [r.name for r in Run.objects.all()]
