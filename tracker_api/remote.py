@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
-import hashlib
 import http.client
 import json
 import math
@@ -29,7 +28,6 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -360,6 +358,21 @@ _open: dict[str, RemoteRun] = {}
 _open_lock = threading.Lock()
 
 
+def _forget_after_fork() -> None:
+    # A forked worker (a DataLoader's, say) may log into its parent's runs: it sends its points
+    # with its own thread and connections, and leaves heartbeats and the runs' ends to the parent.
+    global _sender, _sender_lock, _open_lock, _client
+    if _client is not None:
+        _client.close_all()  # this process's copies of the parent's sockets; the parent's stay open
+    _sender, _client = None, None
+    _sender_lock, _open_lock = threading.Lock(), threading.Lock()
+    _open.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def sender() -> _Sender:
     global _sender
     with _sender_lock:
@@ -453,6 +466,7 @@ class RemoteRun:
         if not owned:
             self._buf.kick_at = 0  # the first point registers the run with the sender
         self._owned = owned
+        self._pid = os.getpid()  # the process that sends the heartbeats and the end
         self._durable = durable
         self._finished = not owned
         self._final: dict[str, Any] | None = None
@@ -642,7 +656,7 @@ class RemoteRun:
             warnings.warn(f"tracker: the server refused {dropped} points of run {self.id}: {exc}", RuntimeWarning, stacklevel=1)
 
     def _maybe_heartbeat(self) -> None:
-        if not self._owned or self._finished or time.monotonic() - self._beat_at < self._beat_every:
+        if not self._owned or self._finished or self._pid != os.getpid() or time.monotonic() - self._beat_at < self._beat_every:
             return
         self._post("heartbeat", {})
         self._beat_at = time.monotonic()
@@ -651,7 +665,7 @@ class RemoteRun:
         from tracker.services.metrics import system_sample
 
         buf = self._buf
-        if not buf.system_interval or self._finished or now < self._sys_due:
+        if not buf.system_interval or self._finished or self._pid != os.getpid() or now < self._sys_due:
             return
         sampled = system_sample()
         step = buf.system_step
@@ -742,6 +756,11 @@ class RemoteRun:
 
         if status not in ("finished", "failed", "killed"):
             raise te.InvalidValue(f"A run finishes as 'finished', 'failed' or 'killed', not {status!r}.")
+        if self._pid != os.getpid():
+            # A forked worker ending its copy of the parent's run: its points go in, the run's
+            # status stays the parent's to set.
+            self._send_now()
+            return
         self._end(status, _error_text(error))
         try:
             self._send_pending()

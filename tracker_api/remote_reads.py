@@ -15,7 +15,7 @@ import io
 import os
 import posixpath
 import tempfile
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -507,9 +507,6 @@ class RemoteRuns(Runs):
         _flush_quietly()
         return plot_histories(_series(_all_rows(self._search_body()), keys), keys, x=x)
 
-    def __iter__(self) -> Iterator[RemoteRun]:  # type: ignore[override]
-        return iter(self.list())
-
 
 class AsyncRemoteRuns(AsyncRuns):
     """The async twin of :class:`RemoteRuns`: ``async for run in runs`` and awaitable methods."""
@@ -548,10 +545,6 @@ class AsyncRemoteRuns(AsyncRuns):
     async def plot(self, keys: str | Sequence[str] | None = None, x: str = "step") -> Figure:
         """Awaitable :meth:`RemoteRuns.plot`."""
         return await _to_thread(self._sync().plot, keys, x)
-
-    async def __aiter__(self) -> AsyncIterator[AsyncRemoteRun]:  # type: ignore[override]
-        for run in await self.list():
-            yield run
 
 
 def runs_frame(project: Any = None, **filters: Any) -> pd.DataFrame:

@@ -537,6 +537,18 @@ DAMAGED = textwrap.dedent(
         except tracker.TrackerError as e:
             print(what, type(e).__name__, str(e)[:200])
     print("left", sorted(p.name for p in out.iterdir()))
+    parent = tracker.start_run("remote", "forked")
+    parent.log_metric("x", 1.0)
+    import os
+    pid = os.fork()
+    if pid == 0:  # a worker process logs into its parent's run; the end stays the parent's
+        parent.log_metric("from_child", 1.0)
+        parent.finish("failed")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    parent.log_metric("x", 2.0)
+    print("forked", parent.refresh().status, len(parent.history()), flush=True)
+    parent.finish()
     doomed = tracker.start_run("remote", "doomed")
     doomed.log_metric("x", 1.0)
     doomed.flush()
@@ -569,7 +581,7 @@ def test_damaged_downloads_and_a_deleted_run_are_reported_not_hidden(subprocess_
         env = _client_env(subprocess_env, server.url, key)
         client = subprocess.Popen([sys.executable, "-c", DAMAGED, str(out), run.uid, foreign.uid], env=env,
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        lines = [client.stdout.readline().strip() for _ in range(5)]
+        lines = [client.stdout.readline().strip() for _ in range(6)]
         if client.poll() is not None or len(lines[-1]) != 16:
             raise AssertionError((lines, client.stderr.read()[-3000:]))
         Run.objects.filter(uid=lines[-1]).delete()
@@ -582,6 +594,9 @@ def test_damaged_downloads_and_a_deleted_run_are_reported_not_hidden(subprocess_
     assert lines[1].startswith("download StorageError"), lines
     assert lines[2].startswith("foreign RunNotFound"), lines
     assert lines[3] == "left []", lines  # no half or bad file was left behind
+    assert lines[4] == "forked running 2", lines
+    forked = Run.objects.get(name="forked")
+    assert forked.status == "finished" and forked.metric_points.filter(key="from_child").count() == 1
     assert "finished finished" in out_rest, (out_rest, err)
     assert "ResourceWarning" not in err, err
     assert "refused" in err and "doomed" not in [r.name for r in Run.objects.all()]
