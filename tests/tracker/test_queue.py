@@ -201,24 +201,213 @@ def test_eight_processes_never_claim_the_same_sample(subprocess_env):
 
 
 @pytest.mark.postgres_only  # SQLite runs one writer at a time: the interleaving cannot happen
-def test_a_claim_on_a_sample_labelled_meanwhile_is_given_back(queue_project):
-    """The PostgreSQL race, replayed in order: B reads its candidates, A claims, labels and
-    releases the first of them, then B's claim insert succeeds (no claim is in the way) and
-    must be caught by the re-check."""
-    from django.utils import timezone
+def test_a_claim_on_a_sample_labelled_meanwhile_is_given_back(transactional_db):
+    """The PostgreSQL race, replayed with real connections: bob's claim statement reads its
+    candidates (s00, s01), then waits on an uncommitted claim on s01; meanwhile ann labels s00
+    and commits. bob's insert on s00 meets no claim, so only the re-check (a statement with a
+    fresh snapshot) can see that s00 is labelled: it gives the claim back, and the call makes
+    up for it with the next sample."""
+    import threading
+
+    import psycopg
+    from django.db import connection
 
     from tracker.models import Claim
-    from tracker.services import labeling, queue
 
-    task = labeling.get_task("q", "t")
-    bob = labeling.get_user("bob")
-    now = timezone.now()
-    query = queue._Query(task, bob, "unlabeled", now)
-    stale = queue._ids(*query.candidates(2, []))
+    from tracker.models import Sample
+    from tracker.services.labeling import get_user
+
+    tracker.add_samples("q", [{"id": f"s{i:02d}"} for i in range(5)])
+    task = tracker.define_task("q", "t", "classification", ["x"])
+    samples = {s.external_id: s for s in Sample.objects.filter(project__name="q")}
+
+    blocker_user = get_user("blocker")
+    get_user("bob")  # so bob's claim is one statement, not a user creation first
+    s = connection.settings_dict
+    blocker = psycopg.connect(
+        host=s.get("HOST") or "127.0.0.1", port=s.get("PORT") or 5432, user=s.get("USER") or "postgres",
+        password=s.get("PASSWORD") or None, dbname=s["NAME"],
+    )
+    out: dict[str, object] = {}
+
+    def bob() -> None:
+        from django.db import connection as thread_connection
+
+        try:
+            out["got"] = ids(tracker.next_samples("q", "t", 2, "bob"))
+        except Exception as exc:  # handed to the test
+            out["error"] = exc
+        finally:
+            thread_connection.close()
+
+    try:
+        blocker.execute(
+            "INSERT INTO tracker_claim (task_id, sample_id, annotator_id, claimed_at, expires_at) "
+            "VALUES (%s, %s, %s, now(), now() + interval '1 hour')",
+            [task.pk, samples["s01"].pk, blocker_user.pk],
+        )  # not committed: invisible to bob's snapshot, but his insert on s01 waits for it
+        thread = threading.Thread(target=bob)
+        thread.start()
+        with connection.cursor() as cur:
+            for _ in range(400):
+                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+                if cur.fetchone()[0]:
+                    break
+                time.sleep(0.025)
+            else:
+                pytest.fail(f"bob's claim never waited on the uncommitted claim: {out}")
+        tracker.annotate(samples["s00"], "t", "x", "ann")  # committed while bob waits
+        blocker.rollback()
+        thread.join(30)
+    finally:
+        blocker.close()
+    assert "error" not in out, out
+    # s00 was claimed from a stale snapshot and given back; s01 kept, s02 made up for s00.
+    assert out["got"] == ["s01", "s02"]
+    assert sorted(Claim.objects.values_list("sample__external_id", flat=True)) == ["s01", "s02"]
+
+
+@pytest.mark.postgres_only
+def test_a_claim_is_one_round_trip_on_postgresql(queue_project):
+    """Task, annotator, held claims, lock, insert, re-check and the samples: one message."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    tracker.next_samples("q", "t", 1, "ann")  # creates ann: that is a few more
+    for strategy in ("unlabeled", "least_confident", "random", "agreement"):
+        with CaptureQueriesContext(connection) as ctx:
+            tracker.next_samples("q", "t", 2, "ann", strategy)
+        assert len(ctx.captured_queries) == 1, (strategy, ctx.captured_queries)
+
+
+def test_samples_come_back_as_full_model_instances(queue_project):
+    from tracker.models import Sample
+
+    got = tracker.next_samples("q", "t", 2, "ann")
+    expected = Sample.objects.get(pk=got[0].pk)
+    assert isinstance(got[0], Sample) and not got[0]._state.adding
+    assert got[0].data == expected.data == {"text": "0"} and got[0].metadata == expected.metadata
+    assert got[0].created_at == expected.created_at and got[0].created_at.tzinfo is not None
+    assert got[0].project_id == expected.project_id and got[0].media.name == expected.media.name
+    got[0].save()  # a real instance: saving updates the row instead of inserting one
+    assert Sample.objects.filter(project__name="q").count() == 10
+
+
+def test_a_renamed_or_deleted_task_is_seen_at_once(queue_project):
+    from tracker.exceptions import TaskNotFound
+    from tracker.models import AnnotationTask, Claim
+
     assert ids(tracker.next_samples("q", "t", 1, "ann")) == ["s00"]
-    tracker.annotate(queue_project["s00"], "t", "x", "ann")
-    taken = queue._take(task, bob, stale, now, now + timedelta(seconds=60))
-    assert sorted(taken) == sorted(stale)  # the insert alone would hand out s00 again
-    kept = queue._still_eligible(query, taken)
-    assert list(kept) == [queue_project["s01"].pk]
-    assert list(Claim.objects.filter(annotator=bob).values_list("sample__external_id", flat=True)) == ["s01"]
+    AnnotationTask.objects.filter(name="t").update(name="t2")
+    with pytest.raises(TaskNotFound, match="no annotation task 't'.*Known tasks: t2"):
+        tracker.next_samples("q", "t", 1, "ann")
+    # Under its new name the task still holds ann's claim.
+    assert ids(tracker.next_samples("q", "t2", 1, "ann")) == ["s00"]
+    old = AnnotationTask.objects.get(name="t2")
+    AnnotationTask.objects.filter(pk=old.pk).delete()  # its claims go with it; old keeps its pk
+    with pytest.raises(TaskNotFound, match="no annotation task 't2'"):
+        tracker.next_samples("q", "t2", 1, "ann")
+    with pytest.raises(TaskNotFound, match=r"'t2' \(id \d+\) no longer exists"):
+        tracker.next_samples("q", old, 1, "ann")
+    # A new task under the old name starts from an empty queue of claims.
+    tracker.define_task("q", "t2", "classification", ["x"])
+    assert ids(tracker.next_samples("q", "t2", 1, "bob")) == ["s00"]
+    assert list(Claim.objects.values_list("annotator__username", flat=True)) == ["bob"]
+
+
+def test_a_renamed_project_is_seen_at_once(queue_project):
+    from tracker.exceptions import ProjectNotFound
+    from tracker.models import Project
+
+    assert ids(tracker.next_samples("q", "t", 1, "ann")) == ["s00"]
+    Project.objects.filter(name="q").update(name="q2")
+    with pytest.raises(ProjectNotFound, match="no project named 'q'"):
+        tracker.next_samples("q", "t", 1, "ann")
+    assert ids(tracker.next_samples("q2", "t", 1, "ann")) == ["s00"]
+    assert ids(tracker.next_samples(Project.objects.get(name="q2"), "t", 2, "ann")) == ["s00", "s01"]
+
+
+def test_a_deleted_annotator_is_seen_at_once(queue_project):
+    from django.contrib.auth import get_user_model
+
+    from tracker.exceptions import NotFound
+    from tracker.models import Claim
+
+    User = get_user_model()
+    assert ids(tracker.next_samples("q", "t", 2, "ann")) == ["s00", "s01"]
+    first = User.objects.get(username="ann")
+    User.objects.filter(pk=first.pk).delete()  # its claims go with it; first keeps its pk
+    assert not Claim.objects.exists()
+    # The same name makes a new user on first use, who starts from the top of the queue.
+    assert ids(tracker.next_samples("q", "t", 1, "ann")) == ["s00"]
+    second = User.objects.get(username="ann")
+    assert second.pk != first.pk
+    assert list(Claim.objects.values_list("annotator_id", flat=True)) == [second.pk]
+    # A user object that no longer exists is an error, not a new user.
+    with pytest.raises(NotFound, match=r"annotator 'ann' \(user id \d+\) no longer exists"):
+        tracker.next_samples("q", "t", 1, first)
+    # A user object works like its name.
+    assert ids(tracker.next_samples("q", "t", 2, second)) == ["s00", "s01"]
+
+
+def test_the_agreement_target_is_read_at_each_claim(queue_project):
+    s = queue_project
+    for name in ("u1", "u2"):
+        tracker.annotate(s["s01"], "t", "x", name)
+    tracker.annotate(s["s02"], "t", "x", "u1")
+    assert ids(tracker.next_samples("q", "t", 5, "ann", "agreement")) == ["s01", "s02"]  # target 3
+    tracker.release("q", "t", None, "ann")
+    tracker.define_task("q", "t", "classification", annotators_per_sample=2)
+    assert ids(tracker.next_samples("q", "t", 5, "ann", "agreement")) == ["s02"]  # s01 is complete
+
+
+def test_excluded_samples_are_neither_claimed_nor_handed_back(queue_project):
+    from tracker.services import queue
+
+    s = queue_project
+    assert ids(tracker.next_samples("q", "t", 2, "ann")) == ["s00", "s01"]
+    got = queue.next_samples("q", "t", 3, "ann", exclude=[s["s00"].pk, s["s02"].pk])
+    assert ids(got) == ["s01", "s03", "s04"]
+    # s00 stays claimed (not renewed, not given back); s02 was never claimed.
+    from tracker.models import Claim
+
+    assert sorted(Claim.objects.values_list("sample__external_id", flat=True)) == ["s00", "s01", "s03", "s04"]
+
+
+def test_bad_task_and_annotator_arguments(queue_project):
+    from tracker.exceptions import ProjectNotFound
+
+    with pytest.raises(InvalidValue, match="its project is needed too"):
+        tracker.next_samples(None, "t", 1, "ann")
+    with pytest.raises(InvalidValue, match="A task must be an AnnotationTask or its name"):
+        tracker.next_samples("q", "  ", 1, "ann")
+    with pytest.raises(InvalidValue, match="A task must be an AnnotationTask or its name"):
+        tracker.next_samples("q", 7, 1, "ann")
+    with pytest.raises(ProjectNotFound, match="no project named 'nope'"):
+        tracker.next_samples("nope", "t", 1, "ann")
+    with pytest.raises(InvalidValue, match="non-empty username"):
+        tracker.next_samples("q", "t", 1, "  ")
+    from tracker.models import AnnotationTask, Claim, Project
+
+    tracker.define_task("other", "t", "classification", ["x"])
+    other = AnnotationTask.objects.get(project__name="other")
+    with pytest.raises(InvalidValue, match="belongs to another project"):
+        tracker.next_samples(Project.objects.get(name="q"), other, 1, "ann")
+
+    assert not Claim.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_async_facade_claims_too():
+    import asyncio
+
+    tracker.add_samples("qa", [{"id": f"a{i}"} for i in range(3)])
+    tracker.define_task("qa", "t", "classification", ["x"])
+
+    async def view():
+        mine = await tracker.aio.next_samples("qa", "t", 2, "ann")
+        again = await tracker.aio.next_samples("qa", "t", 2, "ann")
+        theirs = await tracker.aio.next_samples("qa", "t", 2, "bob", ttl=5)
+        return ids(mine), ids(again), ids(theirs)
+
+    assert asyncio.run(view()) == (["a0", "a1"], ["a0", "a1"], ["a2"])
