@@ -333,3 +333,21 @@ def test_a_bad_label_studio_import_stores_nothing(db, body):
     assert not Annotation.objects.exists()
     assert post(world.client("editor"), "/api/label-studio/import/?project=own&map=nocolon", []).status_code == 400
     assert world.client("editor").get("/api/label-studio/export/").status_code == 400
+
+
+def test_every_filter_lookup_with_any_json_value_is_an_answer_not_a_server_error(transactional_db):
+    # transactional: on PostgreSQL a refused value (NUL) must not poison the next request
+    from tracker.services.runs import _LOOKUPS
+
+    world = make_world()
+    Run.objects.create(project=world.own, name="r", status="finished", params={"lr": 0.1, "opt": "adam"},
+                       tags={"t": [1, 2]})
+    c = world.client("viewer")
+    values = [1, 0.5, "adam", True, None, [1, "a"], {"a": 1}, [], 2**70, "\u0000"]
+    for lookup in sorted(_LOOKUPS):
+        for value in values:
+            for field in ("params", "tags", "metrics"):
+                r = post(c, "/api/runs/search/", {field: {f"lr__{lookup}": value}})
+                assert r.status_code in (200, 400), (field, lookup, value, r.content[:300])
+                if r.status_code == 400:
+                    assert r.json()["detail"].endswith("."), r.content

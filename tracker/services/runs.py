@@ -708,6 +708,29 @@ def _split_lookup(key: str) -> tuple[str, str]:
     return key, "exact"
 
 
+_TEXT_LOOKUPS = {"iexact", "icontains", "startswith", "istartswith", "endswith", "iendswith"}
+_ORDER_LOOKUPS = {"gt", "gte", "lt", "lte"}
+
+
+def _check_lookup_value(raw_key: Any, lookup: str, value: Any, what: str) -> None:
+    """Refuse a value its lookup cannot compare with, before the database does (as an error
+    that is not the caller's to read)."""
+    if lookup in _TEXT_LOOKUPS and not isinstance(value, str):
+        raise InvalidValue(f"The {what} filter {raw_key!r} compares text; give a string, not {value!r:.60}.")
+    if lookup in _ORDER_LOOKUPS and (isinstance(value, bool) or not isinstance(value, (int, float, str))):
+        raise InvalidValue(
+            f"The {what} filter {raw_key!r} orders values; give a number or a string, not {value!r:.60}."
+        )
+    if lookup == "contains":
+        if value is None:
+            raise InvalidValue(f"The {what} filter {raw_key!r} needs a value; use __isnull to find missing keys.")
+        if connection.vendor == "sqlite":
+            raise InvalidValue(
+                f"The {what} filter {raw_key!r} (JSON containment) needs PostgreSQL; on SQLite use "
+                f"__icontains for text or an exact value."
+            )
+
+
 def _json_filters(qs: QuerySet, column: str, spec: Any, what: str) -> QuerySet:
     if spec is None:
         return qs
@@ -718,6 +741,7 @@ def _json_filters(qs: QuerySet, column: str, spec: Any, what: str) -> QuerySet:
         )
     for i, (raw_key, value) in enumerate(spec.items()):
         key, lookup = _split_lookup(str(raw_key))
+        _check_lookup_value(raw_key, lookup, value, what)
         alias = f"_{column}_{i}"
         qs = qs.alias(**{alias: KeyTransform(key, column)})
         if lookup == "ne":
@@ -726,6 +750,10 @@ def _json_filters(qs: QuerySet, column: str, spec: Any, what: str) -> QuerySet:
             qs = qs.filter(**{f"{alias}__isnull": bool(value)})
         else:
             if lookup == "in":
+                if not isinstance(value, (list, tuple, set)):
+                    raise InvalidValue(
+                        f"The {what} filter {raw_key!r} takes a list of values, not {value!r:.60}."
+                    )
                 value = [json_value(v, f"{what} filter {key!r}") for v in value]
             else:
                 value = json_value(value, f"{what} filter {key!r}")
@@ -750,7 +778,16 @@ def _metric_filters(qs: QuerySet, spec: Any) -> QuerySet:
         if lookup == "isnull":
             cond = cond.filter(last__isnull=bool(value))
         else:
-            cond = cond.filter(**{f"last__{lookup}": float(value)})
+            try:
+                number = None if isinstance(value, bool) else float(value)
+            except (TypeError, ValueError):
+                number = None
+            if number is None:
+                raise InvalidValue(
+                    f"The metrics filter {raw_key!r} compares last values with a number, not "
+                    f"{value!r:.60}."
+                )
+            cond = cond.filter(**{f"last__{lookup}": number})
         qs = qs.filter(Exists(cond))
     return qs
 
