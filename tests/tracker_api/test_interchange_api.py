@@ -351,3 +351,19 @@ def test_every_filter_lookup_with_any_json_value_is_an_answer_not_a_server_error
                 assert r.status_code in (200, 400), (field, lookup, value, r.content[:300])
                 if r.status_code == 400:
                     assert r.json()["detail"].endswith("."), r.content
+
+
+def test_empty_selections_and_out_of_range_times_read_back(db):
+    from tracker_api.views.runs import sink_write
+
+    world = make_world()
+    run = Run.objects.create(project=world.own, name="r", status="finished", ended_at=dt.datetime.now(dt.UTC))
+    sink_write(run.pk, [("loss", 0, 1.0, -2.9e261), ("loss", 1, 2.0, time.time())], None)
+    c = world.client("viewer")
+    for body in ({"limit": 0}, {"status": []}, {"ids": []}):
+        frame = frames.decode(post(c, "/api/runs/frame/", body).json())
+        assert frame.empty and list(frame.columns)[:3] == ["name", "project", "status"], body
+        pd.testing.assert_frame_equal(frame, tracker.runs_frame(**body))
+    long = frames.decode(c.get(f"/api/runs/{run.uid}/history/?wide=false").json())
+    assert long["timestamp"].isna().tolist() == [True, False]  # a time beyond pandas' range is NaT
+    pd.testing.assert_frame_equal(long, tracker.get_run(run.uid).history(wide=False))

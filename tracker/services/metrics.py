@@ -1157,7 +1157,8 @@ def history_frame(points: Any, *, with_run: bool = False) -> Any:
             "key": points["key"],
             "step": points["step"],
             "value": points["value"],
-            "timestamp": pd.to_datetime(points["timestamp"], unit="s", utc=True),
+            # A client may have sent any finite time; one beyond pandas' range reads as NaT.
+            "timestamp": pd.to_datetime(points["timestamp"], unit="s", utc=True, errors="coerce"),
         }
     )
     if not with_run:

@@ -868,7 +868,12 @@ def count_runs(qs: QuerySet) -> int:
 
 
 def _fetch(qs: QuerySet) -> list[tuple]:
-    sql, params = qs.query.sql_with_params()
+    from django.core.exceptions import EmptyResultSet
+
+    try:
+        sql, params = qs.query.sql_with_params()
+    except EmptyResultSet:  # limit=0, status=[]: Django knows the answer without asking
+        return []
     return _fetch_sql(sql, params)
 
 
