@@ -43,6 +43,17 @@ DEFAULTS: dict[str, Any] = {
     "API_MAX_PAGE_SIZE": 1000,
     # A token's last_used_at is written at most this often (s), not on every request.
     "API_TOKEN_TOUCH_INTERVAL": 60.0,
+    # Metric points POSTed to the API, on PostgreSQL: False (the default) commits them with
+    # synchronous_commit off, so the server answers before the commit's log record is flushed
+    # to disk (a disk sync costs several ms, more than the rest of a request). A crash of the
+    # database server or its machine - not of tracker - can then lose the points of the last
+    # fraction of a second (up to 3 x wal_writer_delay, 0.6 s by default) although they were
+    # acknowledged; nothing is half-written or corrupted, and other data (runs, params, tags,
+    # annotations) is committed durably as always. True: every ingest waits for the flush. A
+    # client can ask for that per request (POST .../metrics/?durable=true), which also makes
+    # every point acknowledged before it durable. SQLite is unaffected: its WAL mode with
+    # synchronous=NORMAL never syncs on commit.
+    "API_METRICS_SYNCHRONOUS_COMMIT": False,
 }
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from rest_framework import authentication, exceptions
 
 from tracker import conf
+
+KEYWORDS = ("bearer", "token")
 
 
 class TokenAuthentication(authentication.BaseAuthentication):
@@ -16,7 +20,7 @@ class TokenAuthentication(authentication.BaseAuthentication):
     sha256 is stored, so a leaked database does not leak working keys.
     """
 
-    keywords = ("bearer", "token")
+    keywords = KEYWORDS
 
     def authenticate(self, request: Any) -> tuple[Any, Any] | None:
         header = authentication.get_authorization_header(request).split()
@@ -46,3 +50,101 @@ class TokenAuthentication(authentication.BaseAuthentication):
 
 class SessionAuthentication(authentication.SessionAuthentication):
     """Django's login session (the browsable API, the admin); CSRF-checked for unsafe methods."""
+
+
+# -- the hot paths' one-statement check ------------------------------------------------------
+
+
+def bearer_key(request: Any) -> str | None:
+    """The key of a well-formed ``Authorization: Bearer|Token <key>`` header, else None
+    (no header, a session, a malformed one: :class:`TokenAuthentication` answers those)."""
+    header = authentication.get_authorization_header(request).split()
+    if len(header) != 2 or header[0].decode("latin-1").lower() not in KEYWORDS:
+        return None
+    try:
+        return header[1].decode("ascii")
+    except UnicodeError:
+        return None
+
+
+@dataclass(slots=True)
+class Caller:
+    """Who sent a request, and what they may do with the object it names."""
+
+    user: Any
+    #: The named object's primary key and project, None when no such object exists.
+    object_pk: Any
+    project_id: int | None
+    #: The caller's role in that project (``admin`` for superusers), None for non-members.
+    role: str | None
+
+
+def caller(key: str, model: type, column: str, value: Any) -> Caller | None:
+    """The user a token belongs to, the ``model`` row whose ``column`` is ``value``, and the
+    user's role in that row's project: one statement instead of three.
+
+    None when the token is unknown, revoked, expired or its user inactive, as
+    :func:`tracker.services.access.authenticate_token` decides; each request asks the database
+    (nothing is cached), so revoking a token or switching a user off takes effect at once in
+    every server process. ``last_used_at`` is written by the same rule as there.
+    """
+    from django.contrib.auth import get_user_model
+    from django.db import DEFAULT_DB_ALIAS, connections
+    from django.utils import timezone
+
+    from tracker.models import ApiToken
+    from tracker.services.access import hash_key
+
+    if not key or len(key) > 200:
+        return None
+    conn = connections[DEFAULT_DB_ALIAS]
+    conn.ensure_connection()
+    cur = conn.connection.cursor()
+    try:
+        cur.execute(_caller_sql(model, column, conn.vendor), [value, hash_key(key)])
+        row = cur.fetchone()
+    finally:
+        cur.close()
+    if row is None:
+        return None
+    token_pk, used, expires, uid, username, active, staff, superuser, obj_pk, project_id, role = row
+    if not active:
+        return None
+    if conn.vendor == "sqlite":  # SQLite returns text; PostgreSQL already gives aware datetimes
+        used, expires = (conn.ops.convert_datetimefield_value(v, None, conn) for v in (used, expires))
+    now = timezone.now()
+    if expires is not None and expires <= now:
+        return None
+    if used is None or (now - used).total_seconds() > conf.get("API_TOKEN_TOUCH_INTERVAL"):
+        ApiToken.objects.filter(pk=token_pk).update(last_used_at=now)
+    User = get_user_model()
+    # A partial instance (the other columns deferred), marked as loaded from the database.
+    user = User.from_db(conn.alias, ["id"], [uid])
+    setattr(user, User.USERNAME_FIELD, username)
+    user.is_active, user.is_staff, user.is_superuser = True, bool(staff), bool(superuser)
+    if obj_pk is not None and superuser:
+        role = "admin"
+    return Caller(user, obj_pk, project_id, role)
+
+
+@lru_cache(maxsize=16)
+def _caller_sql(model: type, column: str, vendor: str) -> str:
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+
+    from tracker.models import ApiToken, ProjectMembership
+
+    User = get_user_model()
+    q = connection.ops.quote_name
+    u = {c: q(User._meta.get_field(c).column) for c in ("id", User.USERNAME_FIELD, "is_active", "is_staff", "is_superuser")}
+    sql = (
+        f"SELECT t.{q('id')}, t.{q('last_used_at')}, t.{q('expires_at')}, u.{u['id']}, "
+        f"u.{u[User.USERNAME_FIELD]}, u.{u['is_active']}, u.{u['is_staff']}, u.{u['is_superuser']}, "
+        f"o.{q(model._meta.pk.column)}, o.{q('project_id')}, m.{q('role')} "
+        f"FROM {q(ApiToken._meta.db_table)} t JOIN {q(User._meta.db_table)} u ON u.{u['id']} = t.{q('user_id')} "
+        f"LEFT JOIN {q(model._meta.db_table)} o ON o.{q(model._meta.get_field(column).column)} = %s "
+        f"LEFT JOIN {q(ProjectMembership._meta.db_table)} m "
+        f"ON m.{q('project_id')} = o.{q('project_id')} AND m.{q('user_id')} = t.{q('user_id')} "
+        f"WHERE t.{q('key_hash')} = %s"
+    )
+    return sql.replace("%s", "?") if vendor == "sqlite" else sql

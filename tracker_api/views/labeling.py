@@ -11,8 +11,10 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from tracker.exceptions import RunNotFound, TaskNotFound
-from tracker.models import Annotation, AnnotationTask, Prediction, Run
+from tracker.models import Annotation, AnnotationTask, Prediction, Run, Sample
+from tracker.services._prebuilt import Prebuilt
 from tracker_api.base import ProjectScopedViewSet
+from tracker_api.fastpath import FastPosts
 from tracker_api.serializers import labeling as s
 from tracker_api.views.interchange import FORCE, force_flag
 
@@ -99,6 +101,50 @@ class AnnotationFilter(django_filters.FilterSet):
         fields = ["project", "task", "sample", "external_id", "annotator", "status"]
 
 
+def annotate_fast(request: Any, key: str) -> Any:
+    """``POST /api/annotations/`` answered without DRF when it is an ordinary success (see
+    :mod:`tracker_api.fastpath`); None hands the request to :meth:`AnnotationViewSet.create`,
+    which answers every error as before. The same core call stores the annotation."""
+    from tracker.exceptions import TrackerError
+    from tracker.services.access import has_role
+    from tracker.services.labeling import annotate
+    from tracker_api.authentication import caller
+    from tracker_api.fastpath import answer, json_body
+
+    body = json_body(request)
+    if body.__class__ is not dict:
+        return None
+    task_id, sample, value = body.get("task"), body.get("sample"), body.get("value")
+    # Exactly what AnnotateSerializer accepts unchanged; anything else takes the DRF path.
+    if task_id.__class__ is not int or not 0 < task_id < 2**63 or value is None:
+        return None
+    if not (sample.__class__ is str and 0 < len(sample) <= 255) and not (sample.__class__ is int and 0 < sample < 2**63):
+        return None
+    found = caller(key, AnnotationTask, "id", task_id)
+    if found is None or not has_role(found.role, "annotator"):
+        return None
+    task = _TASK.first(found.object_pk)
+    if task is None:  # deleted a moment ago
+        return None
+    sample_obj = (_SAMPLE_BY_NAME if sample.__class__ is str else _SAMPLE_BY_ID).first(task.project_id, sample)
+    if sample_obj is None:
+        return None
+    request.user = found.user  # as DRF leaves it, for middleware and logging after the view
+    try:
+        ann = annotate(sample_obj, task, value, annotator=found.user)
+    except TrackerError:
+        return None  # raised before anything is written; the DRF view says what is wrong
+    return answer(_ANNOTATION.to_representation(ann), status.HTTP_201_CREATED)
+
+
+# One instance whose fields are built once: to_representation keeps no per-call state.
+_ANNOTATION = s.AnnotationSerializer()
+_TASK = Prebuilt(lambda pk: AnnotationTask.objects.filter(pk=pk), -7_200_000_001)
+# What resolve_sample looks up (project and external id, or project and id), compiled once.
+_SAMPLE_BY_NAME = Prebuilt(lambda project, ext: Sample.objects.filter(project_id=project, external_id=ext), -7_200_000_002, "\x00ext")
+_SAMPLE_BY_ID = Prebuilt(lambda project, pk: Sample.objects.filter(project_id=project, pk=pk), -7_200_000_003, -7_200_000_004)
+
+
 def _task_in(view: ProjectScopedViewSet, task_id: int, role: str) -> AnnotationTask:
     """The task, if the user holds ``role`` in its project; a task elsewhere is "not found"."""
     from tracker_api.permissions import role_in
@@ -111,7 +157,7 @@ def _task_in(view: ProjectScopedViewSet, task_id: int, role: str) -> AnnotationT
 
 
 @extend_schema(tags=["annotation"])
-class AnnotationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedViewSet):
+class AnnotationViewSet(FastPosts, mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedViewSet):
     """Annotations. Annotators store their own; editors review (accept or reject)."""
 
     queryset = Annotation.objects.select_related("sample", "annotator", "reviewed_by")
@@ -122,6 +168,7 @@ class AnnotationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Projec
     ordering = ["id"]
     write_role = "annotator"
     action_roles = {"review": "editor"}
+    fast_posts = {"create": annotate_fast}  # one annotation per request: see tracker_api.fastpath
 
     def project_id_of(self, obj: Annotation) -> int:
         return AnnotationTask.objects.filter(pk=obj.task_id).values_list("project_id", flat=True).get()

@@ -25,6 +25,7 @@ from tracker import conf
 from tracker.exceptions import InvalidValue, RunNotFound
 from tracker.models import Artifact, Run
 from tracker_api.base import ProjectScopedViewSet
+from tracker_api.fastpath import FastPosts
 from tracker_api.serializers import runs as s
 from tracker_api.streaming import SpooledUpload, file_chunks, stream
 
@@ -32,15 +33,64 @@ _SPECIAL = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 MAX_HISTORY_POINTS = 1_000_000
 
 
-def sink_write(run: Any, points: Any, fields: Any) -> int:
+def sink_write(run: Any, points: Any, fields: Any, *, synchronous: bool = True) -> int:
     """One unit of work through the runs core's database sink (the local flusher's path):
-    create the run (``run`` a creation spec) or write to it (``run`` a pk), points and fields."""
+    create the run (``run`` a creation spec) or write to it (``run`` a pk), points and fields.
+    ``synchronous=False``: see :meth:`tracker.services.metrics.DatabaseSink.write_many`."""
     from tracker.services.metrics import DatabaseSink
 
-    sink = DatabaseSink()
-    if hasattr(sink, "write_many"):
-        return sink.write_many([(run, points, fields)])[0]
-    return sink.write(run, points, fields)  # the sink's earlier, one-batch interface
+    return DatabaseSink().write_many([(run, points, fields)], synchronous=synchronous)[0]
+
+
+_YES, _NO = ("1", "true", "yes"), ("0", "false", "no")
+
+DURABLE = OpenApiParameter(
+    "durable", bool,
+    description=(
+        "true: answer only once the points are on disk. By default (TRACKER "
+        "API_METRICS_SYNCHRONOUS_COMMIT off) PostgreSQL acknowledges before its log reaches the "
+        "disk, and a crash of the database server can lose the last fraction of a second of "
+        "points; a durable request also makes every earlier one durable."
+    ),
+)
+
+
+def synchronous_commit(query: Any) -> bool:
+    """Whether an ingest waits for the disk: ``?durable=`` if given, else the setting."""
+    raw = query.get("durable")
+    if raw is None:
+        return bool(conf.get("API_METRICS_SYNCHRONOUS_COMMIT"))
+    if raw.lower() in _YES:
+        return True
+    if raw.lower() in _NO:
+        return False
+    raise InvalidValue(f"durable must be true or false, not {raw[:40]!r}.")
+
+
+def ingest_fast(request: Any, key: str, id: str) -> Any:
+    """``POST /api/runs/{id}/metrics/`` answered without DRF when it is an ordinary success
+    (see :mod:`tracker_api.fastpath`); None hands the request to :meth:`RunViewSet.metrics`."""
+    from tracker.services.access import has_role
+    from tracker_api.authentication import caller
+    from tracker_api.fastpath import answer, json_body
+
+    body = json_body(request)
+    points = body.get("points") if body.__class__ is dict else None
+    if points.__class__ is not list:
+        return None
+    found = caller(key, Run, "uid", id)
+    if found is None or not has_role(found.role, "editor"):
+        return None
+    try:
+        synchronous = synchronous_commit(request.GET) if request.META.get("QUERY_STRING") else bool(
+            conf.get("API_METRICS_SYNCHRONOUS_COMMIT"))
+        parsed = parse_points(points, time.time())
+    except InvalidValue:
+        return None
+    request.user = found.user  # as DRF leaves it, for middleware and logging after the view
+    if parsed:
+        sink_write(found.object_pk, parsed, None, synchronous=synchronous)
+    return answer({"points": len(parsed)}, status.HTTP_201_CREATED)
 
 
 def _valid(cls: Any, data: Any) -> dict[str, Any]:
@@ -109,7 +159,7 @@ class RunFilter(django_filters.FilterSet):
 
 
 @extend_schema(tags=["runs"])
-class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedViewSet):
+class RunViewSet(FastPosts, mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedViewSet):
     """Training runs of your projects. Editors create runs and log to them."""
 
     queryset = Run.objects.select_related("project", "parent")
@@ -120,6 +170,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
     lookup_value_regex = r"[0-9a-zA-Z]{1,32}"
     ordering_fields = ["id", "started_at", "name"]
     ordering = ["-id"]
+    fast_posts = {"metrics": ingest_fast}  # a point per request: see tracker_api.fastpath
 
     def get_queryset(self) -> Any:
         if self._lean():
@@ -253,16 +304,18 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
         ],
         responses=s.HistorySerializer,
     )
-    @extend_schema(methods=["POST"], request=s.MetricsIngestSerializer, responses={201: s.IngestedSerializer})
+    @extend_schema(methods=["POST"], parameters=[DURABLE], request=s.MetricsIngestSerializer,
+                   responses={201: s.IngestedSerializer})
     @action(detail=True, methods=["get", "post"], pagination_class=None, filter_backends=[])
     def metrics(self, request: Any, id: Any = None) -> Response:
         """POST: store a batch of points in one transaction. GET: the history per key."""
         run = self.get_object()
         if request.method == "POST":
             d = _valid(s.MetricsIngestSerializer, request.data)
+            synchronous = synchronous_commit(request.query_params)
             points = parse_points(d["points"], time.time())
             if points:
-                sink_write(run.pk, points, None)
+                sink_write(run.pk, points, None, synchronous=synchronous)
             return Response({"points": len(points)}, status=status.HTTP_201_CREATED)
         return Response({"run": run.uid, "keys": self._history(run, request.query_params)})
 
