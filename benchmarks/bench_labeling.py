@@ -1,7 +1,8 @@
 """Annotation figures from issue 5's Measure list.
 
     .venv/bin/python benchmarks/bench_labeling.py [--db sqlite|postgres] [--only import,agreement,queue]
-        [--annotations 100000] [--workers 8] [--queue-samples 4000]
+        [--annotations 100000] [--workers 8] [--queue-samples 4000] [--seconds 30] [--think-ms 0]
+        [--strategy unlabeled|least_confident|random|agreement] [--other-samples 0]
 
 - import: 100,000 annotations (50,000 samples x 2 annotators) through tracker.import_annotations,
   and the same annotations as a Label Studio export through tracker.import_label_studio.
@@ -9,8 +10,11 @@
   (25,000 samples x 4 annotators, 5 labels), database read included.
 - queue: N annotator processes working one queue with next_samples(n=1) + annotate for
   --seconds (or until it is empty), back to back or with --think-ms between claim and label;
-  claim latency percentiles, duplicate claims, errors
-  ("database is locked" included). The load average is printed with each figure.
+  claim latency percentiles, duplicate claims, errors ("database is locked" included), the
+  client's CPU time per claim and, on PostgreSQL, the CPU time its server backend spent on the
+  claim (from /proc/<pid>/schedstat: the server must run on this machine). --strategy picks
+  the queue's strategy, --other-samples puts another project's samples before the queue's.
+  The load average is printed with each figure (at the start of the run and at its end).
 
 Each run uses a fresh database: a new embedded SQLite home, or with --db postgres a fresh
 database ``tracker_labeling_bench`` on $TRACKER_BENCH_PG (default postgres://postgres@127.0.0.1:5432).
@@ -38,30 +42,50 @@ import json, sys, time
 import tracker
 tracker.configure(quiet=True)
 project, task, me, start_at, stop_at = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
-think = float(sys.argv[6]) / 1000
-tracker.next_samples(project, task, 1, me + "-warmup", ttl=0.001)  # connection + user, not timed
+think, strategy = float(sys.argv[6]) / 1000, sys.argv[7]
+tracker.next_samples(project, task, 1, me + "-warmup", strategy, ttl=0.001)  # connection + user, not timed
 tracker.release(project, task, None, me + "-warmup")
+tracker.release(project, task, None, me)
+from django.db import connection
+with connection.cursor() as cur:
+    cur.execute("SELECT pg_backend_pid()" if connection.vendor == "postgresql" else "SELECT NULL")
+    backend = cur.fetchone()[0]
+
+
+def server_ns():
+    # CPU time of this worker's PostgreSQL backend (same machine), in nanoseconds.
+    try:
+        with open(f"/proc/{backend}/schedstat") as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 while time.time() < start_at:
     time.sleep(0.002)
-lat, cpu, claimed, errors = [], [], [], []
+lat, cpu, server, claimed, errors = [], [], [], [], []
 while time.time() < stop_at:
+    s0 = server_ns() if backend else None
     t0, c0 = time.perf_counter(), time.process_time()
     try:
-        got = tracker.next_samples(project, task, 1, me)
+        got = tracker.next_samples(project, task, 1, me, strategy)
     except Exception as exc:
         errors.append(f"{type(exc).__name__}: {exc}")
         break
     lat.append((time.perf_counter() - t0) * 1000)
     cpu.append((time.process_time() - c0) * 1000)
+    if s0 is not None:
+        s1 = server_ns()
+        if s1 is not None:
+            server.append((s1 - s0) / 1e6)
     if not got:
         break
     claimed.append(got[0].external_id)
     if think:
         time.sleep(think)  # the annotator looking at the sample
     tracker.annotate(got[0], task, "x", me)
-print(json.dumps({"lat": lat, "cpu": cpu, "claimed": claimed, "errors": errors}))
+print(json.dumps({"lat": lat, "cpu": cpu, "server": server, "claimed": claimed, "errors": errors}))
 """
-
 
 def emit(**fields: object) -> None:
     fields["load_avg_1m"] = round(os.getloadavg()[0], 1)
@@ -164,11 +188,27 @@ def bench_agreement(db: str, total: int) -> None:
          seconds=round(time.perf_counter() - t0, 2))
 
 
-def bench_queue(db: str, env: dict[str, str], workers: int, n_samples: int, seconds: float, think_ms: float) -> None:
+def bench_queue(db: str, env: dict[str, str], workers: int, n_samples: int, seconds: float, think_ms: float,
+                strategy: str = "unlabeled", other_samples: int = 0) -> None:
     import tracker
 
+    if other_samples:
+        # Another project's samples, added first: the queue's ids are not the lowest ones.
+        tracker.add_samples("other", [{"id": f"o{i:07d}"} for i in range(other_samples)])
     tracker.add_samples("que", [{"id": f"q{i:05d}"} for i in range(n_samples)])
-    tracker.define_task("que", "t", "classification", ["x"])
+    tracker.define_task("que", "t", "classification", ["x"], annotators_per_sample=2)
+    if strategy == "least_confident":
+        rng = np.random.default_rng(3)
+        tracker.add_predictions("que", "t", [
+            {"external_id": f"q{i:05d}", "value": "x", "score": float(rng.random())} for i in range(n_samples)
+        ], model_version="bench")
+    elif strategy == "agreement":
+        # Every sample labelled once: each claim hands out a sample for its second annotator.
+        import pandas as pd
+
+        tracker.import_annotations("que", "t", pd.DataFrame({
+            "external_id": [f"q{i:05d}" for i in range(n_samples)], "annotator": "seed", "value": "x",
+        }))
     if db == "postgres":
         from django.db import connection
 
@@ -176,15 +216,16 @@ def bench_queue(db: str, env: dict[str, str], workers: int, n_samples: int, seco
         # sorts the whole project for every claim.
         with connection.cursor() as cur:
             cur.execute("ANALYZE")
+    load_start = round(os.getloadavg()[0], 1)
     start_at = time.time() + 4.0 + workers * 0.5
     procs = [
         subprocess.Popen([sys.executable, "-c", WORKER, "que", "t", f"w{i}", str(start_at), str(start_at + seconds),
-                          str(think_ms)],
+                          str(think_ms), strategy],
                          env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(workers)
     ]
-    lat, cpu, claimed, errors, locked = [], [], [], [], 0
+    lat, cpu, server, claimed, errors, locked = [], [], [], [], [], 0
     for p in procs:
         out, err = p.communicate(timeout=seconds + 600)
         locked += err.count("database is locked")
@@ -194,17 +235,23 @@ def bench_queue(db: str, env: dict[str, str], workers: int, n_samples: int, seco
         res = json.loads(out.strip().splitlines()[-1])
         lat += res["lat"]
         cpu += res["cpu"]
+        server += res["server"]
         claimed += res["claimed"]
         errors += res["errors"]
     wall = min(time.time(), start_at + seconds) - start_at
     a = np.array(lat)
-    emit(figure="queue_claims", db=db, workers=workers, think_ms=think_ms, samples=n_samples, claims=len(claimed),
-         duplicates=len(claimed) - len(set(claimed)),
+    fields: dict[str, object] = {}
+    if server:
+        # The worker's own PostgreSQL backend, from /proc/<pid>/schedstat around each claim.
+        fields = {"server_cpu_ms_p50": round(float(np.percentile(np.array(server), 50)), 2),
+                  "server_cpu_ms_mean": round(float(np.mean(server)), 2)}
+    emit(figure="queue_claims", db=db, workers=workers, think_ms=think_ms, strategy=strategy, samples=n_samples,
+         other_samples=other_samples, claims=len(claimed), duplicates=len(claimed) - len(set(claimed)),
          errors=len(errors), database_is_locked=locked,
          p50_ms=round(float(np.percentile(a, 50)), 2), p95_ms=round(float(np.percentile(a, 95)), 2),
          p99_ms=round(float(np.percentile(a, 99)), 2), max_ms=round(float(a.max()), 2),
-         client_cpu_ms_p50=round(float(np.percentile(np.array(cpu), 50)), 2),
-         claims_per_second=round(len(claimed) / wall, 1))
+         client_cpu_ms_p50=round(float(np.percentile(np.array(cpu), 50)), 2), **fields,
+         claims_per_second=round(len(claimed) / wall, 1), load_avg_1m_start=load_start)
     if errors:
         print("\n".join(errors[:5]), file=sys.stderr)
 
@@ -219,6 +266,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0, help="queue: stop claiming after this long")
     ap.add_argument("--think-ms", type=float, default=0.0,
                     help="queue: pause between claiming a sample and saving its label (0: back to back)")
+    ap.add_argument("--strategy", default="unlabeled", choices=["unlabeled", "least_confident", "random", "agreement"],
+                    help="queue: the strategy claimed with (least_confident: every sample gets a prediction; "
+                         "agreement: every sample is labelled once first)")
+    ap.add_argument("--other-samples", type=int, default=0,
+                    help="queue: samples of another project, added before the queue's")
     args = ap.parse_args()
     env = setup(args.db)
     only = set(args.only.split(","))
@@ -227,7 +279,8 @@ def main() -> None:
     if "agreement" in only:
         bench_agreement(args.db, args.annotations)
     if "queue" in only:
-        bench_queue(args.db, env, args.workers, args.queue_samples, args.seconds, args.think_ms)
+        bench_queue(args.db, env, args.workers, args.queue_samples, args.seconds, args.think_ms, args.strategy,
+                    args.other_samples)
 
 
 if __name__ == "__main__":

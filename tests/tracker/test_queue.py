@@ -280,6 +280,57 @@ def test_a_claim_is_one_round_trip_on_postgresql(queue_project):
         assert len(ctx.captured_queries) == 1, (strategy, ctx.captured_queries)
 
 
+@pytest.mark.postgres_only
+def test_claims_are_prepared_statements_that_survive_a_forgetful_session(transactional_db, monkeypatch):
+    """Outside a caller's transaction the claim's two statements are prepared once per session;
+    when the session does not have what the queue thinks (a reset, a pooler swapping
+    sessions), it asks, prepares again, or gives up preparing, and the claim still works."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tracker.services import queue
+
+    monkeypatch.setattr(queue, "_PREPARE", True)
+    tracker.add_samples("q", [{"id": f"s{i:02d}"} for i in range(10)])
+    tracker.define_task("q", "t", "classification", ["x"])
+    for name in ("ann", "bob", "cat", "dan", "eve"):
+        tracker.next_samples("q", "t", 1, name)  # finds (and creates) them: s00 to s04
+        tracker.release("q", "t", None, name)
+    connection.close()  # a new session: nothing prepared on it
+
+    def claim(name):
+        with CaptureQueriesContext(connection) as ctx:
+            got = ids(tracker.next_samples("q", "t", 1, name))
+        return got, [q["sql"] for q in ctx.captured_queries]
+
+    got, sent = claim("ann")
+    assert got == ["s00"] and len(sent) == 1 and sent[0].count("PREPARE") == 2
+    got, sent = claim("bob")
+    assert got == ["s01"] and len(sent) == 1 and "PREPARE" not in sent[0] and sent[0].count("EXECUTE") == 2
+    # The session forgets them (DEALLOCATE ALL, as a pooler's reset does): asked and re-prepared.
+    with connection.cursor() as cur:
+        cur.execute("DEALLOCATE ALL")
+    got, sent = claim("cat")
+    assert got == ["s02"] and len(sent) == 3
+    assert "pg_prepared_statements" in sent[1] and sent[2].count("PREPARE") == 2
+    # The queue forgets them instead (a PREPARE outlives a failed transaction): the same.
+    queue._prepared[connection.connection].clear()
+    got, sent = claim("dan")
+    assert got == ["s03"] and len(sent) == 3 and "PREPARE" not in sent[2]
+    # Sessions that lose them even after being asked: the process stops preparing.
+    known = list(queue._prepared[connection.connection])
+    monkeypatch.setattr(queue, "_prepared_names", lambda conn: known)
+    with connection.cursor() as cur:
+        cur.execute("DEALLOCATE ALL")
+    got, sent = claim("eve")
+    assert got == ["s04"] and queue._PREPARE is False
+    assert "EXECUTE" not in sent[-1] and sent[-1].startswith("WITH t AS")
+    assert ids(tracker.next_samples("q", "t", 1, "fay")) == ["s05"]
+    from tracker.models import Claim
+
+    assert Claim.objects.count() == 6  # every failed message left nothing behind
+
+
 def test_samples_come_back_as_full_model_instances(queue_project):
     from tracker.models import Sample
 

@@ -46,7 +46,12 @@ class Sample(models.Model):
                 fields=["project", "external_id"], name="tracker_sample_unique_external_id"
             )
         ]
-        indexes = [models.Index(fields=["project", "updated_at"], name="tracker_sample_updated")]
+        indexes = [
+            models.Index(fields=["project", "updated_at"], name="tracker_sample_updated"),
+            # The annotation queue walks a project's samples in id order and stops at the first
+            # free ones; without this it walks every other project's samples too.
+            models.Index(fields=["project", "id"], name="tracker_sample_project_order"),
+        ]
         ordering = ["id"]
 
     def __str__(self) -> str:

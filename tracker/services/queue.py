@@ -4,32 +4,40 @@ Exclusivity rests on the unique (task, sample) claim row, written with one condi
 that only takes over an expired claim.
 
 On PostgreSQL a claim is one round trip: one message holding two statements, which the server
-runs as one transaction (or inside the caller's). The first finds the task and the annotator by
-name, renews the annotator's open claims that fit the strategy, reads candidates with
-``FOR NO KEY UPDATE SKIP LOCKED`` (concurrent annotators pass each other's candidates by instead
-of queueing on them; NO KEY keeps inserts of annotations referencing those samples unblocked)
-and inserts the claims. The second statement starts from a fresh snapshot: it re-checks the
-claims and fetches their samples. The re-check is needed because the first statement sees the
-database as it was when it started, so a sample another annotator claimed, labelled and released
-meanwhile looks free to it, and no constraint catches that (the other claim is gone).
+runs as one transaction (or inside the caller's). The first renews the annotator's open claims
+that fit the strategy, reads candidates with ``FOR NO KEY UPDATE SKIP LOCKED`` (concurrent
+annotators pass each other's candidates by instead of queueing on them; NO KEY keeps inserts of
+annotations referencing those samples unblocked) and inserts the claims. The second starts from
+a fresh snapshot: it re-checks the claims and fetches their samples. The re-check is needed
+because the first statement sees the database as it was when it started, so a sample another
+annotator claimed, labelled and released meanwhile looks free to it, and no constraint catches
+that (the other claim is gone). Outside a caller's transaction both are prepared statements,
+planned once per database session.
+
+The ids of the task, its project and the annotator are remembered per process after the first
+claim, so the planner sees their values; they are only a hint: the claim statement checks that
+they still carry the names the caller used, and finds them again when they do not (a renamed,
+deleted or re-created task, project or user).
 
 On SQLite tracker opens every transaction with ``BEGIN IMMEDIATE`` (see
 ``tracker.configuration.sqlite_database``): claimers take turns, never see "database is locked"
-within the busy timeout, and nothing changes under a claim while it is made.
-
-Nothing is cached between calls: the task and the annotator are found by name in the claim's own
-statements, so a renamed or deleted task or user is seen at once.
+within the busy timeout, and nothing changes under a claim while it is made. There a claim
+finds the ids, renews, claims and fetches in four statements of one transaction.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+import re
 import weakref
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from django.contrib.auth import get_user_model
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -52,18 +60,18 @@ _ATTNAMES = [f.attname for f in _FIELDS]
 
 # The agreement strategy's target, read from the task row: max(2, annotators_per_sample or 1).
 _TARGET = {
-    "postgresql": "GREATEST(2, COALESCE(FLOOR((k.config->>'annotators_per_sample')::numeric)::int, 1))",
-    "sqlite": "MAX(2, COALESCE(CAST(json_extract(k.config, '$.annotators_per_sample') AS INTEGER), 1))",
+    "postgresql": (
+        "GREATEST(2, COALESCE(FLOOR((k.config->>'annotators_per_sample')::numeric)::int, 1))"
+    ),
+    "sqlite": (
+        "MAX(2, COALESCE(CAST(json_extract(k.config, '$.annotators_per_sample') AS INTEGER), 1))"
+    ),
 }
-# Column references into the CTEs t (task) and u (annotator) of a PostgreSQL claim.
-_PG_REFS = {
-    "task": "(SELECT id FROM t)",
-    "project": "(SELECT project_id FROM t)",
-    "user": "(SELECT id FROM u)",
-    "target": "(SELECT target FROM t)",
-}
-# ... and to the values an SQLite claim looked up first.
-_LITERAL_REFS = {"task": "%(tid)s", "project": "%(pid)s", "user": "%(uid)s", "target": "%(target)s"}
+
+# (database alias, how the call named its task and annotator) -> (task id, project id, user id).
+# Only a hint: every claim checks in its own statement that the ids still carry those names.
+_IDS: dict[tuple[Any, ...], tuple[int, int, int]] = {}
+_IDS_MAX = 1024
 
 
 def _check(n: Any, strategy: Any, ttl: Any) -> float:
@@ -80,96 +88,154 @@ def _check(n: Any, strategy: Any, ttl: Any) -> float:
     return float(ttl)
 
 
-def _who(project: Any, task: Any, annotator: Any, vendor: str) -> tuple[str, dict[str, Any]]:
-    """The CTEs ``t`` (id, project_id, target of the task) and ``u`` (id of the annotator), and
-    their params. Inputs are checked as get_task and get_user check them, without a query."""
-    params: dict[str, Any] = {}
-    if isinstance(task, AnnotationTask):
-        task = get_task(project, task)  # checks that the task belongs to the project
-        match = "k.id = %(task_id)s"
-        params["task_id"] = task.pk
-    elif isinstance(task, str) and task.strip() and isinstance(project, (str, Project)):
-        params["task"] = task.strip()
-        if isinstance(project, Project):
-            match = "k.project_id = %(project_id)s AND k.name = %(task)s"
-            params["project_id"] = project.pk
-        else:
-            match = f"k.project_id = (SELECT id FROM {_PROJECT} WHERE name = %(project)s) AND k.name = %(task)s"
-            params["project"] = check_project_name(project)
-    else:
-        get_task(project, task)  # raises the error that fits these arguments
-        raise AssertionError("get_task accepted a task the queue cannot look up")  # pragma: no cover
-    User = get_user_model()
-    if isinstance(annotator, User):
-        who = "id = %(user_id)s"
-        params["user_id"] = annotator.pk
-    else:
-        who = f'"{User._meta.get_field("username").column}" = %(username)s'
-        params["username"] = check_username(default_username() if annotator is None else annotator)
-    sql = (
-        f"t AS (SELECT k.id, k.project_id, {_TARGET[vendor]} AS target FROM {_TASK} k WHERE {match}), "
-        f"u AS (SELECT id FROM {User._meta.db_table} WHERE {who})"
-    )
-    return sql, params
+class _Who:
+    """The task and the annotator as the caller named them (objects or names), checked as
+    get_task and get_user check them, without a query.
 
+    ``ctes(checked)`` are the CTEs ``t`` (id, project_id, agreement target of the task) and
+    ``u`` (id of the annotator) that find them by those names; ``checked`` adds that they must
+    also have the ids in the params ``tid``, ``pid`` and ``uid``.
+    """
 
-def _missing(project: Any, task: Any, annotator: Any, task_id: Any, user_id: Any) -> None:
-    """The task or the annotator was not found: raise, or create the annotator (first use)."""
-    if task_id is None:
+    def __init__(self, project: Any, task: Any, annotator: Any, vendor: str) -> None:
+        self.project, self.task, self.annotator = project, task, annotator
+        params: dict[str, Any] = {}
         if isinstance(task, AnnotationTask):
-            raise TaskNotFound(
-                f"The annotation task {task.name!r}{f' (id {task.pk})' if task.pk else ''} no longer exists; define it "
-                f"again with tracker.define_task, or pass another task."
+            get_task(project, task)  # checks that the task belongs to the project
+            match = "k.id = %(task_id)s"
+            params["task_id"] = task.pk
+        elif isinstance(task, str) and task.strip() and isinstance(project, (str, Project)):
+            params["task"] = task.strip()
+            if isinstance(project, Project):
+                match = "k.project_id = %(project_id)s AND k.name = %(task)s"
+                params["project_id"] = project.pk
+            else:
+                match = (
+                    f"k.name = %(task)s AND k.project_id = "
+                    f"(SELECT id FROM {_PROJECT} WHERE name = %(project)s)"
+                )
+                params["project"] = check_project_name(project)
+        else:
+            get_task(project, task)  # raises the error that fits these arguments
+            raise AssertionError("get_task took a task the queue cannot find")  # pragma: no cover
+        User = get_user_model()
+        if isinstance(annotator, User):
+            who = "id = %(user_id)s"
+            params["user_id"] = annotator.pk
+        else:
+            who = f'"{User._meta.get_field("username").column}" = %(username)s'
+            name = default_username() if annotator is None else annotator
+            params["username"] = check_username(name)
+        self.params = params
+        self.key = (vendor, *sorted(params.items()))
+        self._t = (
+            f"SELECT k.id, k.project_id, {_TARGET[vendor]} AS target FROM {_TASK} k WHERE {match}"
+        )
+        self._u = f"SELECT id FROM {User._meta.db_table} WHERE {who}"
+
+    def ctes(self, checked: bool) -> str:
+        if checked:
+            return (
+                f"t AS ({self._t} AND k.id = %(tid)s AND k.project_id = %(pid)s), "
+                f"u AS ({self._u} AND id = %(uid)s)"
             )
-        get_task(project, task)  # raises TaskNotFound or ProjectNotFound naming the known ones
-    if user_id is None:
-        if isinstance(annotator, get_user_model()):
-            raise NotFound(
-                f"The annotator {annotator.get_username()!r}{f' (user id {annotator.pk})' if annotator.pk else ''} no longer "
-                f"exists; pass a username to have the annotator created again, or another user."
-            )
-        get_user(annotator)  # created on first use
+        return f"t AS ({self._t}), u AS ({self._u})"
+
+    def find(self, conn: Any) -> tuple[int, int, int, int]:
+        """(task id, project id, user id, agreement target) by name; raises TaskNotFound (or
+        ProjectNotFound) for a missing task, and creates a missing annotator (first use)."""
+        sql = (
+            f"WITH {self.ctes(checked=False)} SELECT (SELECT id FROM t), "
+            f"(SELECT project_id FROM t), (SELECT id FROM u), (SELECT target FROM t)"
+        )
+        for _ in range(3):
+            with conn.cursor() as cur:
+                cur.execute(sql, self.params)
+                found = cur.fetchone()
+            if None not in found:
+                if len(_IDS) >= _IDS_MAX:
+                    _IDS.clear()
+                _IDS[(conn.alias, *self.key)] = found[:3]
+                return found
+            self._missing(found[0] is None, found[2] is None)
+        return self.gone()
+
+    def gone(self) -> NoReturn:  # pragma: no cover - only if deleted as fast as found again
+        raise NotFound(
+            f"The annotation task {self.task!r} or the annotator {self.annotator!r} kept "
+            f"disappearing; check that neither is being deleted while annotators claim samples."
+        )
+
+    def _missing(self, task: bool, user: bool) -> None:
+        """Raise for a missing task or annotator object; create a missing annotator by name."""
+        if task:
+            if isinstance(self.task, AnnotationTask):
+                pk = f" (id {self.task.pk})" if self.task.pk else ""
+                raise TaskNotFound(
+                    f"The annotation task {self.task.name!r}{pk} no longer exists; define it "
+                    f"again with tracker.define_task, or pass another task."
+                )
+            get_task(self.project, self.task)  # TaskNotFound or ProjectNotFound, naming the known
+        if user:
+            if isinstance(self.annotator, get_user_model()):
+                pk = f" (user id {self.annotator.pk})" if self.annotator.pk else ""
+                raise NotFound(
+                    f"The annotator {self.annotator.get_username()!r}{pk} no longer exists; pass "
+                    f"a username to have the annotator created again, or another user."
+                )
+            get_user(self.annotator)
 
 
 class _Sql:
     """The queue's SQL, built directly: it runs on every claim, and compiling the equivalent
     ORM querysets cost as much as running them. Valid on PostgreSQL and SQLite alike.
 
-    ``refs`` gives the SQL for the task's id, its project's id, the annotator's id and the
-    agreement target: subqueries on the CTEs of :func:`_who`, or params.
+    The task, project and annotator ids are params (``tid``, ``pid``, ``uid``), so the planner
+    sees their values; the agreement target is ``target``, a param or SQL. ``guard`` is a
+    condition that must hold for anything to be claimed (on PostgreSQL: the ids still carry
+    the names the caller used). ``n`` is written into the SQL: the planner plans for it.
     """
 
-    def __init__(self, strategy: str, refs: dict[str, str], exclude: list[str]) -> None:
-        self.strategy, self.exclude = strategy, exclude
-        self.T, self.Pr, self.U, self.N = refs["task"], refs["project"], refs["user"], refs["target"]
+    def __init__(
+        self, strategy: str, n: int, exclude: bool, vendor: str, target: str, guard: str
+    ) -> None:
+        self.strategy, self.n, self.exclude = strategy, n, exclude
+        self.target, self.guard = target, guard
+        # One param whatever the number of excluded samples: one statement to prepare.
+        self.excluded = (
+            "s.id <> ALL(%(exclude)s)" if vendor == "postgresql"
+            else "s.id NOT IN (SELECT value FROM json_each(%(exclude)s))"
+        )
 
     def _done(self) -> str:
         return (
-            f"(SELECT COUNT(*) FROM {_A} d WHERE d.task_id = {self.T} AND d.sample_id = s.id "
+            f"(SELECT COUNT(*) FROM {_A} d WHERE d.task_id = %(tid)s AND d.sample_id = s.id "
             f"AND d.status <> 'rejected')"
         )
 
     def eligible(self, *, free: bool, exclude: bool = True) -> str:
         """WHERE condition on sample ``s``: the strategy would give it to this annotator
         (``free``: and nobody holds an active claim on it)."""
-        T = self.T
-        where = [f"s.project_id = {self.Pr}"]
+        where = ["s.project_id = %(pid)s"]
         if free:
             where.append(
-                f"NOT EXISTS (SELECT 1 FROM {_C} c WHERE c.task_id = {T} AND c.sample_id = s.id "
-                f"AND c.expires_at > %(now)s)"
+                f"NOT EXISTS (SELECT 1 FROM {_C} c WHERE c.task_id = %(tid)s "
+                f"AND c.sample_id = s.id AND c.expires_at > %(now)s)"
             )
         if self.strategy == "agreement":
             where.append(
-                f"NOT EXISTS (SELECT 1 FROM {_A} a WHERE a.task_id = {T} AND a.sample_id = s.id "
-                f"AND a.annotator_id = {self.U})"
+                f"NOT EXISTS (SELECT 1 FROM {_A} a WHERE a.task_id = %(tid)s "
+                f"AND a.sample_id = s.id AND a.annotator_id = %(uid)s)"
             )
-            where.append(f"{self._done()} BETWEEN 1 AND {self.N} - 1")
+            where.append(f"{self._done()} BETWEEN 1 AND {self.target} - 1")
         else:
             # No annotation at all, so none of this annotator's either.
-            where.append(f"NOT EXISTS (SELECT 1 FROM {_A} a WHERE a.task_id = {T} AND a.sample_id = s.id)")
+            where.append(
+                f"NOT EXISTS (SELECT 1 FROM {_A} a WHERE a.task_id = %(tid)s "
+                f"AND a.sample_id = s.id)"
+            )
         if exclude and self.exclude:
-            where.append(f"s.id NOT IN ({', '.join(f'%({x})s' for x in self.exclude)})")
+            where.append(self.excluded)
         return " AND ".join(where)
 
     def order(self) -> str:
@@ -179,8 +245,8 @@ class _Sql:
         if self.strategy == "least_confident":
             # Samples without a prediction come after every predicted one.
             return (
-                f"(SELECT MAX(p.score) FROM {_P} p WHERE p.task_id = {self.T} AND p.sample_id = s.id) "
-                f"ASC NULLS LAST, s.id"
+                f"(SELECT MAX(p.score) FROM {_P} p WHERE p.task_id = %(tid)s "
+                f"AND p.sample_id = s.id) ASC NULLS LAST, s.id"
             )
         if self.strategy == "random":
             return "RANDOM()"
@@ -191,28 +257,29 @@ class _Sql:
         they come back first (a re-run cell gets the same samples) and do not expire while
         being worked on."""
         own = (
-            f"SELECT m.id FROM {_C} m JOIN {_S} s ON s.id = m.sample_id WHERE m.task_id = {self.T} "
-            f"AND m.annotator_id = {self.U} AND m.expires_at > %(now)s AND {self.eligible(free=False)} "
-            f"ORDER BY {self.order()} LIMIT %(n)s"
+            f"SELECT m.id FROM {_C} m JOIN {_S} s ON s.id = m.sample_id WHERE m.task_id = %(tid)s "
+            f"AND m.annotator_id = %(uid)s AND m.expires_at > %(now)s "
+            f"AND {self.eligible(free=False)} AND {self.guard} "
+            f"ORDER BY {self.order()} LIMIT {self.n}"
         )
         return f"UPDATE {_C} SET expires_at = %(expires)s WHERE id IN ({own})"
 
     def candidates(self, limit: str, lock: bool) -> str:
         sql = (
-            f"SELECT s.id FROM {_S} s WHERE {self.eligible(free=True)} AND {self.U} IS NOT NULL "
+            f"SELECT s.id FROM {_S} s WHERE {self.eligible(free=True)} AND {self.guard} "
             f"ORDER BY {self.order()} LIMIT {limit}"
         )
         return sql + (" FOR NO KEY UPDATE OF s SKIP LOCKED" if lock else "")
 
     def insert(self, source: str) -> str:
-        """INSERT claims on the ids in ``source`` (a FROM item with an ``id`` column), taking
-        over only expired claims."""
+        """INSERT claims on the ids in ``source`` (a FROM item ``c`` with an ``id`` column),
+        taking over only expired claims."""
         return (
             f"INSERT INTO {_C} (task_id, sample_id, annotator_id, claimed_at, expires_at) "
-            f"SELECT {self.T}, c.id, {self.U}, %(now)s, %(expires)s FROM {source} WHERE true ORDER BY c.id "
-            f"ON CONFLICT (task_id, sample_id) DO UPDATE SET annotator_id = excluded.annotator_id, "
-            f"claimed_at = excluded.claimed_at, expires_at = excluded.expires_at "
-            f"WHERE {_C}.expires_at <= excluded.claimed_at"
+            f"SELECT %(tid)s, c.id, %(uid)s, %(now)s, %(expires)s FROM {source} WHERE true "
+            f"ORDER BY c.id ON CONFLICT (task_id, sample_id) DO UPDATE SET "
+            f"annotator_id = excluded.annotator_id, claimed_at = excluded.claimed_at, "
+            f"expires_at = excluded.expires_at WHERE {_C}.expires_at <= excluded.claimed_at"
         )
 
     def fetch(self, ctes: str, give_back: bool) -> str:
@@ -221,17 +288,23 @@ class _Sql:
         order; with ``give_back`` the claims that no longer fit are deleted."""
         mine = (
             f"SELECT m.id AS claim_id, m.sample_id, m.claimed_at < %(now)s AS held, "
-            f"({self.eligible(free=False, exclude=False)}) AS ok FROM {_C} m JOIN {_S} s ON s.id = m.sample_id "
-            f"WHERE m.task_id = {self.T} AND m.annotator_id = {self.U} AND m.expires_at = %(expires)s"
+            f"({self.eligible(free=False, exclude=False)}) AS ok "
+            f"FROM {_C} m JOIN {_S} s ON s.id = m.sample_id WHERE m.task_id = %(tid)s "
+            f"AND m.annotator_id = %(uid)s AND m.expires_at = %(expires)s"
         )
-        gone = f", gone AS (DELETE FROM {_C} WHERE id IN (SELECT claim_id FROM mine WHERE NOT ok))" if give_back else ""
+        gone = (
+            f", gone AS (DELETE FROM {_C} WHERE id IN (SELECT claim_id FROM mine WHERE NOT ok))"
+            if give_back else ""
+        )
         return (
-            f"WITH {ctes}mine AS ({mine}){gone} SELECT {_COLUMNS} FROM mine m JOIN {_S} s ON s.id = m.sample_id "
-            f"WHERE m.ok ORDER BY m.held DESC, {self.order()}"
+            f"WITH {ctes}mine AS ({mine}){gone} SELECT {_COLUMNS} FROM mine m "
+            f"JOIN {_S} s ON s.id = m.sample_id WHERE m.ok ORDER BY m.held DESC, {self.order()}"
         )
 
 
-_converters: weakref.WeakKeyDictionary[Any, list[tuple[int, list[Any], Any]]] = weakref.WeakKeyDictionary()
+_converters: weakref.WeakKeyDictionary[Any, list[tuple[int, list[Any], Any]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _samples(conn: Any, rows: list[tuple[Any, ...]]) -> list[Sample]:
@@ -255,51 +328,118 @@ def _samples(conn: Any, rows: list[tuple[Any, ...]]) -> list[Sample]:
     return out
 
 
-def _claim_pg(conn: Any, sql: _Sql, ctes: str, params: dict[str, Any]) -> tuple[list[Any], list[Sample], int]:
-    """One claim attempt on PostgreSQL in one round trip.
+# Prepared statements: the server plans a claim's statements once per session instead of at
+# every claim (two thirds of its CPU time per claim). Names already prepared, per connection.
+_prepared: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+# Turned off for the process when the server sessions do not keep what was prepared on them
+# (a pooler in transaction mode hands each transaction another one).
+_PREPARE = True
+_TYPES = {"task": "text", "project": "text", "username": "text", "now": "timestamptz",
+          "expires": "timestamptz", "exclude": "bigint[]"}  # the other params are ids: bigint
 
-    Returns (task id, user id), the samples, and how many claims were lost to concurrent
-    claimers or given back as stale.
+
+@functools.lru_cache(maxsize=256)
+def _statement(text: str) -> tuple[str, str, str]:
+    """(name, PREPARE, EXECUTE) for one statement with ``%(name)s`` params."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match[1] not in names:
+            names.append(match[1])
+        return f"${names.index(match[1]) + 1}"
+
+    body = re.sub(r"%\((\w+)\)s", number, text)
+    name = "tracker_queue_" + hashlib.sha1(text.encode()).hexdigest()[:20]
+    types = ", ".join(_TYPES.get(x, "bigint") for x in names)
+    args = ", ".join(f"%({x})s" for x in names)
+    return name, f"PREPARE {name} ({types}) AS {body}", f"EXECUTE {name} ({args})"
+
+
+def _execute(conn: Any, cur: Any, texts: list[str], params: dict[str, Any], prepare: bool) -> None:
+    """Run the statements in one message, as prepared statements when ``prepare``; the cursor
+    is left on the first one's result."""
+    global _PREPARE
+    if not (prepare and _PREPARE):
+        cur.execute("; ".join(texts), params)
+        return
+    known = _prepared.setdefault(conn.connection, set())
+    statements = [_statement(text) for text in texts]
+    for attempt in range(2):
+        todo = [prep for name, prep, _ in statements if name not in known]
+        try:
+            cur.execute("; ".join([*todo, *(run for _, _, run in statements)]), params)
+        except DatabaseError as exc:
+            # 26000: not prepared after all; 42P05: prepared already (a PREPARE outlives the
+            # failed transaction it was sent in). The session is not what we thought.
+            if getattr(exc.__cause__, "sqlstate", None) not in ("26000", "42P05"):
+                raise
+            if attempt:  # not even after asking it: sessions are being swapped under us
+                _PREPARE = False
+                cur.execute("; ".join(texts), params)
+                return
+            known.clear()
+            known.update(_prepared_names(conn))
+            continue
+        known.update(name for name, _, _ in statements)
+        for _ in todo:
+            cur.nextset()
+        return
+
+
+def _prepared_names(conn: Any) -> list[str]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT name FROM pg_prepared_statements")
+        return [row[0] for row in cur.fetchall()]
+
+
+def _claim_pg(
+    conn: Any, who: _Who, sql: _Sql, params: dict[str, Any]
+) -> tuple[list[Sample], int] | None:
+    """One claim attempt on PostgreSQL, in one round trip.
+
+    Returns the samples and how many claims were lost to concurrent claimers or given back as
+    stale; None when the ids in ``params`` no longer carry the caller's names.
     """
-    # A claim is worth no disk flush: one lost in a server crash is simply claimed again. Only
-    # when the claim is its own transaction (the setting would last for the caller's).
-    sync = "" if conn.in_atomic_block else ", set_config('synchronous_commit', 'off', true)"
+    ctes = who.ctes(checked=True)
+    # Inside the caller's transaction, an error would abort it: no prepared statements (their
+    # recovery needs an error), and no synchronous_commit change (it would last for the
+    # caller's whole transaction). Otherwise a claim is worth no disk flush: one lost in a
+    # server crash is simply claimed again.
+    alone = not conn.in_atomic_block
+    sync = ", set_config('synchronous_commit', 'off', true)" if alone else ""
     claim = (
         f"WITH {ctes}, own AS ({sql.renew()} RETURNING sample_id), "
-        f"cand AS ({sql.candidates('%(n)s', lock=True)}), "
+        f"cand AS ({sql.candidates(str(sql.n), lock=True)}), "
         f"pick AS (SELECT id FROM (SELECT id, row_number() OVER () AS ord FROM cand) c "
-        f"WHERE ord <= %(n)s - (SELECT COUNT(*) FROM own)), "
+        f"WHERE ord <= {sql.n} - (SELECT COUNT(*) FROM own)), "
         f"ins AS ({sql.insert('pick c')} RETURNING sample_id) "
-        f"SELECT (SELECT id FROM t), (SELECT id FROM u), (SELECT COUNT(*) FROM own), "
-        f"(SELECT COUNT(*) FROM pick), (SELECT COUNT(*) FROM ins){sync}"
+        f"SELECT EXISTS (SELECT 1 FROM t) AND EXISTS (SELECT 1 FROM u), "
+        f"(SELECT COUNT(*) FROM own), (SELECT COUNT(*) FROM pick), (SELECT COUNT(*) FROM ins){sync}"
     )
     with conn.cursor() as cur:
-        cur.execute(f"{claim}; {sql.fetch(ctes + ', ', give_back=True)}", params)
-        task_id, user_id, own, picked, won = cur.fetchone()[:5]
+        _execute(conn, cur, [claim, sql.fetch(ctes + ", ", give_back=True)], params, prepare=alone)
+        valid, own, picked, won = cur.fetchone()[:4]
         cur.nextset()
         samples = _samples(conn, cur.fetchall())
-    return [task_id, user_id], samples, (picked - won) + (own + won - len(samples))
+    if not valid:
+        return None
+    return samples, (picked - won) + (own + won - len(samples))
 
 
-def _claim_sqlite(conn: Any, sql: _Sql, ctes: str, params: dict[str, Any]) -> tuple[list[Any], list[Sample], int]:
+def _claim_sqlite(
+    conn: Any, who: _Who, sql: _Sql, params: dict[str, Any]
+) -> tuple[list[Sample], int]:
     """One claim attempt on SQLite: one writer at a time, so nothing is lost or goes stale."""
-    with transaction.atomic(using=conn.alias), conn.cursor() as cur:
-        cur.execute(
-            f"WITH {ctes} SELECT (SELECT id FROM t), (SELECT project_id FROM t), (SELECT target FROM t), "
-            f"(SELECT id FROM u)",
-            params,
-        )
-        task_id, project_id, target, user_id = cur.fetchone()
-        if task_id is None or user_id is None:
-            return [task_id, user_id], [], 0
-        params.update(tid=task_id, pid=project_id, uid=user_id, target=target)
-        cur.execute(sql.renew(), params)
-        left = params["n"] - cur.rowcount
-        if left > 0:
-            params["left"] = left
-            cur.execute(sql.insert(f"({sql.candidates('%(left)s', lock=False)}) c"), params)
-        cur.execute(sql.fetch("", give_back=False), params)
-        return [task_id, user_id], _samples(conn, cur.fetchall()), 0
+    with transaction.atomic(using=conn.alias):
+        params["tid"], params["pid"], params["uid"], params["target"] = who.find(conn)
+        with conn.cursor() as cur:
+            cur.execute(sql.renew(), params)
+            left = params["n"] - cur.rowcount
+            if left > 0:
+                params["left"] = left
+                cur.execute(sql.insert(f"({sql.candidates('%(left)s', lock=False)}) c"), params)
+            cur.execute(sql.fetch("", give_back=False), params)
+            return _samples(conn, cur.fetchall()), 0
 
 
 def next_samples(
@@ -318,33 +458,42 @@ def next_samples(
     skipped ones; it is not part of the public API.
     """
     ttl_s = _check(n, strategy, ttl)
-    skip = {f"x{i}": int(x) for i, x in enumerate(exclude)}
+    skip = [int(x) for x in exclude]
     conn = connections[DEFAULT_DB_ALIAS]
     pg = conn.vendor == "postgresql"
-    ctes, who = _who(project, task, annotator, "postgresql" if pg else "sqlite")
-    sql = _Sql(strategy, _PG_REFS if pg else _LITERAL_REFS, list(skip))
-    attempt = _claim_pg if pg else _claim_sqlite
+    who = _Who(project, task, annotator, conn.vendor)
+    if pg:
+        guard = "EXISTS (SELECT 1 FROM t) AND EXISTS (SELECT 1 FROM u)"
+        sql = _Sql(strategy, n, bool(skip), conn.vendor, "(SELECT target FROM t)", guard)
+    else:
+        sql = _Sql(strategy, n, bool(skip), conn.vendor, "%(target)s", "1 = 1")
+    key = (conn.alias, *who.key)
     tries = 0
-    for _ in range(_ATTEMPTS + 2):  # + the task and the annotator appearing meanwhile
+    for _ in range(_ATTEMPTS + 1):  # + once more when the ids found before are out of date
         now = timezone.now()
         params = {
-            **who, **skip, "n": n,
+            **who.params, "n": n, "exclude": skip if pg else json.dumps(skip),
             "now": conn.ops.adapt_datetimefield_value(now),
             "expires": conn.ops.adapt_datetimefield_value(now + timedelta(seconds=ttl_s)),
         }
-        found, samples, lost = attempt(conn, sql, ctes, params)
-        if None in found:
-            _missing(project, task, annotator, *found)  # raises, or creates the annotator
-            continue
+        if not pg:
+            samples, lost = _claim_sqlite(conn, who, sql, params)
+        else:
+            ids = _IDS.get(key) or who.find(conn)[:3]
+            params["tid"], params["pid"], params["uid"] = ids
+            outcome = _claim_pg(conn, who, sql, params)
+            if outcome is None:
+                # Renamed or deleted since they were found: find them again (or raise).
+                _IDS.pop(key, None)
+                who.find(conn)
+                continue
+            samples, lost = outcome
         tries += 1
         # A sample lost to a concurrent claimer or gone stale is made up for by another try;
         # the claims kept so far come back in it as held ones.
         if len(samples) >= n or not lost or tries == _ATTEMPTS:
             return samples
-    raise NotFound(
-        f"The annotation task {task!r} or the annotator {annotator!r} was found and then not "
-        f"found again; check that neither is being deleted while annotators claim samples."
-    )
+    return who.gone()
 
 
 def release(
