@@ -178,6 +178,8 @@ def write_transaction(raw_ok: bool = True) -> Iterator[Any]:
     raw.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        # A deferred foreign-key check fails here, and leaves the transaction open.
+        raw.execute("COMMIT")
     except BaseException:
         if raw.in_transaction:
             try:
@@ -185,4 +187,3 @@ def write_transaction(raw_ok: bool = True) -> Iterator[Any]:
             except Exception:  # a broken connection rolls back by itself
                 pass
         raise
-    raw.execute("COMMIT")

@@ -1158,6 +1158,8 @@ def _series_points(run_pk: int, key: str) -> Any:
 def _keys_of(run_pks: Sequence[int]) -> dict[int, list[str]]:
     from tracker.services._runs_sql import execute
 
+    if not run_pks:
+        return {}  # "IN ()" is not SQL to PostgreSQL
     marks = ",".join(["%s"] * len(run_pks))
     cur = execute(
         f"SELECT run_id, key FROM tracker_metric_summary WHERE run_id IN ({marks}) ORDER BY key",
