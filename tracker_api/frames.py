@@ -4,7 +4,7 @@ The shape (also the OpenAPI ``Table`` schema)::
 
     {"index": [{"name": "step", "dtype": "int64"}],          # one entry per index level
      "columns": [{"name": "loss", "dtype": "float64"}],
-     "columns_name": null,
+     "columns_name": null, "columns_dtype": "str",
      "results": [[0, 0.5], [1, "NaN"]]}                      # one row: index values, then cells
 
 JSON has no NaN, infinities, datetimes or durations: float columns carry "NaN", "Infinity" and
@@ -110,6 +110,15 @@ def _encode(values: Any, name: Any) -> tuple[dict[str, Any], list[Any]]:
     return desc, [_cell(v) for v in s.tolist()]
 
 
+def _dtype(name: str | None) -> Any:
+    """A dtype name as this pandas spells it: "str" (pandas 3's string dtype) is object before."""
+    import pandas as pd
+
+    if name == "str" and int(pd.__version__.split(".")[0]) < 3:
+        return object
+    return name
+
+
 def _decode(desc: dict[str, Any], values: Any) -> Any:
     import numpy as np
     import pandas as pd
@@ -126,7 +135,7 @@ def _decode(desc: dict[str, Any], values: Any) -> Any:
     if dtype.startswith(("int", "uint", "bool")):
         return pd.Series(list(values), dtype=dtype)
     cells = pd.Series([_uncell(v) for v in values], dtype=object)
-    if dtype != "object":
+    if _dtype(dtype) is not object and dtype != "object":
         try:
             return cells.astype(dtype)
         except (TypeError, ValueError):  # pragma: no cover - an extension dtype pandas cannot rebuild
@@ -147,6 +156,7 @@ def encode(frame: Any) -> dict[str, Any]:
         "index": columns[:nidx],
         "columns": columns[nidx:],
         "columns_name": _cell(frame.columns.name),
+        "columns_dtype": str(frame.columns.dtype),
         "results": rows,
     }
 
@@ -167,6 +177,10 @@ def decode(table: dict[str, Any]) -> Any:
         index = pd.MultiIndex.from_arrays([pd.Index(s) for s in series[:nidx]], names=names)
     frame = pd.DataFrame({i: s.reset_index(drop=True) for i, s in enumerate(series[nidx:])})
     frame.index = index
-    frame.columns = pd.Index([_uncell(d["name"]) for d in table["columns"]])
+    labels = [_uncell(d["name"]) for d in table["columns"]]
+    try:
+        frame.columns = pd.Index(labels, dtype=_dtype(table.get("columns_dtype")))
+    except (TypeError, ValueError):  # pragma: no cover - labels the recorded dtype cannot hold
+        frame.columns = pd.Index(labels)
     frame.columns.name = _uncell(table.get("columns_name"))
     return frame

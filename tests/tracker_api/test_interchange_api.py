@@ -364,6 +364,9 @@ def test_empty_selections_and_out_of_range_times_read_back(db):
         frame = frames.decode(post(c, "/api/runs/frame/", body).json())
         assert frame.empty and list(frame.columns)[:3] == ["name", "project", "status"], body
         pd.testing.assert_frame_equal(frame, tracker.runs_frame(**body))
+        for wide in (True, False):
+            hist = frames.decode(post(c, "/api/runs/history/", {**body, "wide": wide}).json())
+            pd.testing.assert_frame_equal(hist, tracker.runs(**body).history(wide=wide))
     long = frames.decode(c.get(f"/api/runs/{run.uid}/history/?wide=false").json())
     assert long["timestamp"].isna().tolist() == [True, False]  # a time beyond pandas' range is NaT
     pd.testing.assert_frame_equal(long, tracker.get_run(run.uid).history(wide=False))

@@ -136,6 +136,7 @@ class TableSerializer(serializers.Serializer):
     index = _Columns()
     columns = _Columns()
     columns_name = serializers.JSONField(allow_null=True)
+    columns_dtype = serializers.CharField(help_text="The pandas dtype of the column labels.")
     results = _Rows(help_text="Rows: index values, then one cell per column.")
 
 
