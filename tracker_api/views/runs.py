@@ -102,11 +102,25 @@ def _valid(cls: Any, data: Any) -> dict[str, Any]:
 def parse_points(points: list[Any], now: float) -> list[tuple[str, int, float, float]]:
     """JSON points as the core's (key, step, value, timestamp) tuples; the whole batch or an
     InvalidValue naming the first bad point (so nothing of a bad batch is stored)."""
-    from tracker.services._runs_values import check_key, metric_step, metric_value
+    from tracker.services._runs_values import INT64_MAX, INT64_MIN, check_key, metric_step, metric_value
 
     out = []
+    append = out.append
     seen: dict[str, str] = {}
     for i, p in enumerate(points):
+        # The common point (a checked key, an int step, a float value, no timestamp) without
+        # a call per field: a 1000-point batch spends more here than in the database.
+        if p.__class__ is dict and len(p) == 3:
+            key, step, value = p.get("key"), p.get("step"), p.get("value")
+            if (
+                key.__class__ is str
+                and key in seen
+                and step.__class__ is int
+                and INT64_MIN <= step <= INT64_MAX
+                and value.__class__ is float
+            ):
+                append((key, step, value, now))
+                continue
         if not isinstance(p, dict):
             raise InvalidValue(
                 f"Point {i} is a {type(p).__name__}; send objects like {{'key': 'loss', 'step': 3, "
@@ -142,7 +156,7 @@ def parse_points(points: list[Any], now: float) -> list[tuple[str, int, float, f
                 raise InvalidValue(f"Metric {k!r}: timestamp {ts} is not a time.")
         except InvalidValue as exc:
             raise InvalidValue(f"Point {i}: {exc} Nothing of this batch was stored.") from None
-        out.append((k, step, v, ts))
+        append((k, step, v, ts))
     return out
 
 
