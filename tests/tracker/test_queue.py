@@ -282,9 +282,10 @@ def test_a_claim_is_one_round_trip_on_postgresql(queue_project):
 
 @pytest.mark.postgres_only
 def test_claims_are_prepared_statements_that_survive_a_forgetful_session(transactional_db, monkeypatch):
-    """Outside a caller's transaction the claim's two statements are prepared once per session;
-    when the session does not have what the queue thinks (a reset, a pooler swapping
-    sessions), it asks, prepares again, or gives up preparing, and the claim still works."""
+    """Outside a caller's transaction the claim's second statement (re-check and fetch) is
+    prepared once per session; when the session does not have what the queue thinks (a reset,
+    a pooler swapping sessions), it asks, prepares again, or gives up preparing, and the claim
+    still works."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -304,15 +305,15 @@ def test_claims_are_prepared_statements_that_survive_a_forgetful_session(transac
         return got, [q["sql"] for q in ctx.captured_queries]
 
     got, sent = claim("ann")
-    assert got == ["s00"] and len(sent) == 1 and sent[0].count("PREPARE") == 2
+    assert got == ["s00"] and len(sent) == 1 and sent[0].count("PREPARE") == 1
     got, sent = claim("bob")
-    assert got == ["s01"] and len(sent) == 1 and "PREPARE" not in sent[0] and sent[0].count("EXECUTE") == 2
+    assert got == ["s01"] and len(sent) == 1 and "PREPARE" not in sent[0] and "EXECUTE" in sent[0]
     # The session forgets them (DEALLOCATE ALL, as a pooler's reset does): asked and re-prepared.
     with connection.cursor() as cur:
         cur.execute("DEALLOCATE ALL")
     got, sent = claim("cat")
     assert got == ["s02"] and len(sent) == 3
-    assert "pg_prepared_statements" in sent[1] and sent[2].count("PREPARE") == 2
+    assert "pg_prepared_statements" in sent[1] and sent[2].startswith("PREPARE")
     # The queue forgets them instead (a PREPARE outlives a failed transaction): the same.
     queue._prepared[connection.connection].clear()
     got, sent = claim("dan")

@@ -11,13 +11,14 @@ annotations referencing those samples unblocked) and inserts the claims. The sec
 a fresh snapshot: it re-checks the claims and fetches their samples. The re-check is needed
 because the first statement sees the database as it was when it started, so a sample another
 annotator claimed, labelled and released meanwhile looks free to it, and no constraint catches
-that (the other claim is gone). Outside a caller's transaction both are prepared statements,
-planned once per database session.
+that (the other claim is gone). Outside a caller's transaction the second is a prepared
+statement, planned once per database session.
 
 The ids of the task, its project and the annotator are remembered per process after the first
-claim, so the planner sees their values; they are only a hint: the claim statement checks that
-they still carry the names the caller used, and finds them again when they do not (a renamed,
-deleted or re-created task, project or user).
+claim, so the statements take them as plain values (which the planner sees) instead of looking
+them up by name everywhere. They are only a hint: the claim statement checks that they still
+carry the names the caller used, and they are found again when they do not (a renamed, deleted
+or re-created task, project or user).
 
 On SQLite tracker opens every transaction with ``BEGIN IMMEDIATE`` (see
 ``tracker.configuration.sqlite_database``): claimers take turns, never see "database is locked"
@@ -328,8 +329,12 @@ def _samples(conn: Any, rows: list[tuple[Any, ...]]) -> list[Sample]:
     return out
 
 
-# Prepared statements: the server plans a claim's statements once per session instead of at
-# every claim (two thirds of its CPU time per claim). Names already prepared, per connection.
+# The re-check and fetch statement is prepared once per database session (outside a caller's
+# transaction): planned once, as a generic plan, instead of at every claim. The claim statement
+# is not: a generic plan is frozen until the next ANALYZE, and one made while a new task has
+# few annotations (statistics say "almost none") walks all of them for every sample it
+# passes, growing with each label; a fresh plan at each claim follows the tables as they grow.
+# Names already prepared, per connection:
 _prepared: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 # Turned off for the process when the server sessions do not keep what was prepared on them
 # (a pooler in transaction mode hands each transaction another one).
@@ -355,19 +360,21 @@ def _statement(text: str) -> tuple[str, str, str]:
     return name, f"PREPARE {name} ({types}) AS {body}", f"EXECUTE {name} ({args})"
 
 
-def _execute(conn: Any, cur: Any, texts: list[str], params: dict[str, Any], prepare: bool) -> None:
-    """Run the statements in one message, as prepared statements when ``prepare``; the cursor
-    is left on the first one's result."""
+def _execute(conn: Any, cur: Any, plain: str, prepared: str, params: dict[str, Any]) -> None:
+    """Run ``plain`` then ``prepared`` in one message, the second as a prepared statement when
+    that is safe; the cursor is left on the first one's result."""
     global _PREPARE
-    if not (prepare and _PREPARE):
-        cur.execute("; ".join(texts), params)
+    if conn.in_atomic_block or not _PREPARE:
+        # Inside the caller's transaction an error would abort it, and recovering from a
+        # session that lost its prepared statements takes an error.
+        cur.execute(f"{plain}; {prepared}", params)
         return
     known = _prepared.setdefault(conn.connection, set())
-    statements = [_statement(text) for text in texts]
+    name, prepare, run = _statement(prepared)
     for attempt in range(2):
-        todo = [prep for name, prep, _ in statements if name not in known]
+        todo = name not in known
         try:
-            cur.execute("; ".join([*todo, *(run for _, _, run in statements)]), params)
+            cur.execute(f"{prepare}; {plain}; {run}" if todo else f"{plain}; {run}", params)
         except DatabaseError as exc:
             # 26000: not prepared after all; 42P05: prepared already (a PREPARE outlives the
             # failed transaction it was sent in). The session is not what we thought.
@@ -375,13 +382,13 @@ def _execute(conn: Any, cur: Any, texts: list[str], params: dict[str, Any], prep
                 raise
             if attempt:  # not even after asking it: sessions are being swapped under us
                 _PREPARE = False
-                cur.execute("; ".join(texts), params)
+                cur.execute(f"{plain}; {prepared}", params)
                 return
             known.clear()
             known.update(_prepared_names(conn))
             continue
-        known.update(name for name, _, _ in statements)
-        for _ in todo:
+        known.add(name)
+        if todo:
             cur.nextset()
         return
 
@@ -401,12 +408,9 @@ def _claim_pg(
     stale; None when the ids in ``params`` no longer carry the caller's names.
     """
     ctes = who.ctes(checked=True)
-    # Inside the caller's transaction, an error would abort it: no prepared statements (their
-    # recovery needs an error), and no synchronous_commit change (it would last for the
-    # caller's whole transaction). Otherwise a claim is worth no disk flush: one lost in a
-    # server crash is simply claimed again.
-    alone = not conn.in_atomic_block
-    sync = ", set_config('synchronous_commit', 'off', true)" if alone else ""
+    # A claim is worth no disk flush: one lost in a server crash is simply claimed again. Not
+    # inside the caller's transaction: the setting would last for all of it.
+    sync = "" if conn.in_atomic_block else ", set_config('synchronous_commit', 'off', true)"
     claim = (
         f"WITH {ctes}, own AS ({sql.renew()} RETURNING sample_id), "
         f"cand AS ({sql.candidates(str(sql.n), lock=True)}), "
@@ -417,7 +421,7 @@ def _claim_pg(
         f"(SELECT COUNT(*) FROM own), (SELECT COUNT(*) FROM pick), (SELECT COUNT(*) FROM ins){sync}"
     )
     with conn.cursor() as cur:
-        _execute(conn, cur, [claim, sql.fetch(ctes + ", ", give_back=True)], params, prepare=alone)
+        _execute(conn, cur, claim, sql.fetch(ctes + ", ", give_back=True), params)
         valid, own, picked, won = cur.fetchone()[:4]
         cur.nextset()
         samples = _samples(conn, cur.fetchall())
