@@ -24,10 +24,8 @@ from tracker._async.datasets import AsyncDatasetVersion
 from tracker._async.runs import AsyncRuns
 from tracker._sync.datasets import DatasetVersion, _VersionData
 from tracker._sync.runs import Runs, _ArtifactData, _run_labels, _single_or_list
-from tracker_api.remote import (
-    CHUNK, UID_PREFIX_MIN, AsyncRemoteRun, RemoteRun, _to_thread, attach, client, flush_all, not_remote,
-    parse_time, query, upload,
-)
+from tracker_api.remote import CHUNK, UID_PREFIX_MIN, AsyncRemoteRun, RemoteRun, _to_thread, attach, flush_all
+from tracker_api.remote_http import ServerUnavailable, client, not_remote, parse_time, query, upload
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -61,8 +59,6 @@ class _Download(io.RawIOBase):
         try:
             n = self._resp.readinto(b)
         except OSError as exc:
-            from tracker_api.remote import ServerUnavailable
-
             raise ServerUnavailable(f"{self._what}: the download broke off ({exc}); try again.") from None
         if n:
             self._sha.update(memoryview(b)[:n])
