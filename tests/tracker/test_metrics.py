@@ -454,3 +454,20 @@ def test_shutdown_writes_everything_ends_open_runs_and_stops_the_flusher(setting
     row = Run.objects.get(uid=left_open.id)
     assert row.status == "finished" and row.ended_at is not None
     assert metric_count(left_open.id) == 50
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("points", [1, 200])  # on PostgreSQL: one round trip; COPY
+def test_points_of_a_run_deleted_meanwhile_are_dropped_with_a_warning(fast_flush, recwarn, points):
+    # tracker_metric has no foreign-key constraint (a check per point); the summary rows written
+    # in the same transaction still refuse a missing run, and nothing of the batch is kept.
+    run = tracker.start_run("gone")
+    run.log_metric("x", 0.0, step=0)
+    run.flush()
+    pk = Run.objects.get(uid=run.id).pk
+    Run.objects.filter(pk=pk).delete()
+    for i in range(points):
+        run.log_metric("x", float(i), step=i + 1)
+    wait_for(lambda: any("no longer exists" in str(w.message) for w in recwarn.list), timeout=20)
+    assert not Metric.objects.filter(run_id=pk).exists() and not MetricSummary.objects.filter(run_id=pk).exists()
+    assert not any("kept in memory and retried" in str(w.message) for w in recwarn.list)

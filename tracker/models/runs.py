@@ -67,7 +67,14 @@ class Metric(models.Model):
     """One logged point. ``value`` NULL means NaN (SQLite cannot store NaN)."""
 
     id = models.BigAutoField(primary_key=True)
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="metric_points", db_index=False)
+    # No database-level constraint: PostgreSQL would check (and key-share lock) the run once
+    # per inserted point, the larger part of its work on a 1000-point batch. Points are only
+    # written with their run's summary rows in the same transaction (services/metrics.py), and
+    # MetricSummary keeps its constraint, so a point for a missing run still fails at commit
+    # and rolls back; Django still cascades when a run is deleted.
+    run = models.ForeignKey(
+        Run, on_delete=models.CASCADE, related_name="metric_points", db_index=False, db_constraint=False
+    )
     key = models.CharField(max_length=250)
     step = models.BigIntegerField()
     value = models.FloatField(null=True)

@@ -177,9 +177,11 @@ def write_transaction(raw_ok: bool = True) -> Iterator[Any]:
     raw = conn.connection
     raw.execute("BEGIN IMMEDIATE")
     try:
-        yield conn
-        # A deferred foreign-key check fails here, and leaves the transaction open.
-        raw.execute("COMMIT")
+        # Driver errors become Django's (IntegrityError for a deleted run), as through its cursor.
+        with conn.wrap_database_errors:
+            yield conn
+            # A deferred foreign-key check fails here, and leaves the transaction open.
+            raw.execute("COMMIT")
     except BaseException:
         if raw.in_transaction:
             try:

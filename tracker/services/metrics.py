@@ -414,7 +414,8 @@ def _write_one_trip(connection: Any, batches: Sequence[Batch], now: float, synch
     raw = connection.connection
     cur = psycopg.ClientCursor(raw)
     try:
-        cur.execute(";".join(statements), params)
+        with connection.wrap_database_errors:  # Django's IntegrityError, as through its cursor
+            cur.execute(";".join(statements), params)
     except BaseException:
         # The failed statement aborted the transaction and the rest of the string was skipped.
         if raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
