@@ -77,6 +77,58 @@ def _rss_tree(pid: int) -> int:
         return 0
 
 
+class CpuMeter:
+    """CPU seconds the server's process tree and (PostgreSQL) the database's backends on the
+    bench database spent between start() and ms_per(n): where a request's time goes."""
+
+    def __init__(self, server_pid: int, pg_url: str | None) -> None:
+        self.server_pid, self.pg_url = server_pid, pg_url
+
+    def _pids(self) -> tuple[list[int], list[int]]:
+        import psutil
+
+        try:
+            p = psutil.Process(self.server_pid)
+            server = [p.pid, *(c.pid for c in p.children(recursive=True))]
+        except psutil.Error:
+            server = []
+        backends = []
+        if self.pg_url:
+            import psycopg
+
+            with psycopg.connect(self.pg_url, autocommit=True) as conn:
+                backends = [r[0] for r in conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+        return server, backends
+
+    @staticmethod
+    def _cpu(pids: list[int]) -> dict[int, float]:
+        import psutil
+
+        out = {}
+        for pid in pids:
+            try:
+                t = psutil.Process(pid).cpu_times()
+                out[pid] = t.user + t.system
+            except psutil.Error:
+                pass
+        return out
+
+    def start(self) -> None:
+        self.before = [self._cpu(pids) for pids in self._pids()]
+
+    def ms_per(self, n: int) -> dict[str, float]:
+        out = {}
+        for name, pids, before in zip(("server", "db_backends"), self._pids(), self.before):
+            if name == "db_backends" and not self.pg_url:
+                continue
+            after = self._cpu(pids)
+            # A backend that started meanwhile counts from zero.
+            spent = sum(t - before.get(pid, 0.0) for pid, t in after.items())
+            out[f"{name}_cpu_ms_per_request"] = round(spent * 1000 / n, 3)
+        return out
+
+
 class RssWatcher(threading.Thread):
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
@@ -164,6 +216,7 @@ def main() -> None:
     key = subprocess.run([sys.executable, "-c", SEED], env=env, capture_output=True, text=True, check=True).stdout.strip()
     server = start_server(env, server=args.server, workers=args.workers)
     common = {"db": args.db, "server": args.server, "workers": args.workers}
+    meter = CpuMeter(server.proc.pid, env.get("TRACKER_DATABASE_URL"))
     try:
         c = Client(server.url, key)
         if only & {"import", "list", "export", "annotate"}:
@@ -240,6 +293,7 @@ def main() -> None:
             n = 1000
             bodies = [encode({"task": task, "sample": f"s{i:07}", "value": "pos" if i % 3 else "neg"}) for i in range(n)]
             lat = []
+            meter.start()
             load0, cpu = load(), time.process_time()
             t0 = time.perf_counter()
             for body in bodies:
@@ -250,7 +304,7 @@ def main() -> None:
             report(figure="annotations, one per request, one client", per_s=round(n / wall), p50_ms=round(pct(lat, 0.5), 2),
                    p95_ms=round(pct(lat, 0.95), 2),
                    client_cpu_ms_per_request=round((time.process_time() - cpu) * 1000 / n, 3),
-                   load=[load0, load()], **common)
+                   **meter.ms_per(n), load=[load0, load()], **common)
         if only & {"metrics", "metrics1"}:
             run = c.json("POST", "/api/runs/", {"project": "bench", "name": "ingest"}, expect=201)["id"]
         if "metrics" in only:
@@ -259,18 +313,22 @@ def main() -> None:
             with mp.get_context("spawn").Pool(clients) as pool:
                 # The clients encode their bodies first, then start together.
                 start_at = time.time() + 3
-                res = pool.map(_metric_client, [(server.url, key, run, batches, batch, i * batches * batch, start_at) for i in range(clients)])
+                pending = pool.map_async(_metric_client, [(server.url, key, run, batches, batch, i * batches * batch, start_at) for i in range(clients)])
+                time.sleep(max(0.0, start_at - time.time() - 0.5))
+                meter.start()
+                res = pending.get()
             total = sum(r[0] for r in res)
             wall = max(r[2] for r in res) - min(r[1] for r in res)
             report(figure="metric batch ingest, 1000 points/request, 4 client processes", points=total,
                    points_per_s=round(total / wall),
                    client_cpu_ms_per_request=round(sum(r[3] for r in res) * 1000 / (clients * batches), 3),
-                   load=[load0, load()], **common)
+                   **meter.ms_per(clients * batches), load=[load0, load()], **common)
         if "metrics1" in only:
             n = 2000
             path = f"/api/runs/{run}/metrics/"
             bodies = [encode({"points": [{"key": "acc", "step": i, "value": i / n}]}) for i in range(n)]
             lat = []
+            meter.start()
             load0, cpu = load(), time.process_time()
             t0 = time.perf_counter()
             for body in bodies:
@@ -281,7 +339,7 @@ def main() -> None:
             report(figure="metric ingest, 1 point/request, one client", per_s=round(n / wall), p50_ms=round(pct(lat, 0.5), 2),
                    p95_ms=round(pct(lat, 0.95), 2),
                    client_cpu_ms_per_request=round((time.process_time() - cpu) * 1000 / n, 3),
-                   load=[load0, load()], **common)
+                   **meter.ms_per(n), load=[load0, load()], **common)
     finally:
         stop_server(server)
 
