@@ -370,3 +370,29 @@ def test_empty_selections_and_out_of_range_times_read_back(db):
     long = frames.decode(c.get(f"/api/runs/{run.uid}/history/?wide=false").json())
     assert long["timestamp"].isna().tolist() == [True, False]  # a time beyond pandas' range is NaT
     pd.testing.assert_frame_equal(long, tracker.get_run(run.uid).history(wide=False))
+
+
+def test_search_pages_cost_a_fixed_number_of_queries(db):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tracker.services.datasets import use_dataset
+    from tracker_api.views.runs import sink_write
+
+    world = make_world()
+    _samples(world.own)
+    version = _version(world.own)
+    for i in range(30):
+        run = Run.objects.create(project=world.own, name=f"r{i}", status="finished", parent=None)
+        sink_write(run.pk, [("loss", 0, 1.0, time.time()), ("acc", 0, 0.5, time.time())], None)
+        use_dataset(run, version.id, "train")
+    c = world.client("viewer")
+    post(c, "/api/runs/search/", {"page_size": 1})  # the token's first use writes last_used_at
+    counts = {}
+    for size in (2, 25):
+        with CaptureQueriesContext(connection) as ctx:
+            page = post(c, "/api/runs/search/", {"project": "own", "page_size": size}).json()
+        assert len(page["results"]) == size and page["results"][0]["metrics"] == {"acc": 0.5, "loss": 1.0}
+        assert page["results"][0]["datasets"] == ["ds:v1 (train)"]
+        counts[size] = len(ctx.captured_queries)
+    assert counts[2] == counts[25] and counts[2] <= 8, counts

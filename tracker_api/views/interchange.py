@@ -178,6 +178,7 @@ class RunQueryViewSet(_RunLookup, ProjectScopedViewSet):
     pagination_class = None
     filter_backends: list[Any] = []
     serializer_class = s.RunPageSerializer
+    write_role = "viewer"  # POST carries the filters here; nothing is written
 
     def _runs(self, d: dict[str, Any]) -> Any:
         from tracker.services import runs as core
