@@ -74,3 +74,57 @@ def test_delete_sends_the_signals_a_host_project_listens_to(db):
     finally:
         post_delete.disconnect(receiver, sender=Claim)
     assert len(seen) == 1 and not Claim.objects.exists()
+
+
+def test_insert_unless_exists_inserts_once(db):
+    from django.utils import timezone
+
+    from tracker.services.access import create_user
+
+    project = Project.objects.create(name="p")
+    task = define_task(project, "t", "classification", ["a"])
+    sample = Sample.objects.create(project=project, external_id="x", data={})
+    user = create_user("ann")
+    now = timezone.now()
+    row = {"task": task.pk, "sample": sample.pk, "annotator": user.pk, "claimed_at": now, "expires_at": now}
+    first = _prebuilt.insert(Claim, row, unless_exists=("task", "sample"))
+    assert first == Claim.objects.get().pk
+    assert _prebuilt.insert(Claim, row, unless_exists=("task", "sample")) is None
+    assert Claim.objects.count() == 1
+
+
+def test_concurrent_annotations_of_one_sample_by_one_annotator_make_one(transactional_db):
+    """save_annotation inserts unless the annotation exists: racing callers end with one row,
+    the later value, and one history event per change."""
+    import threading
+
+    from django.db import connections
+
+    from tracker.models import Annotation, AnnotationEvent
+    from tracker.services.access import create_user
+    from tracker.services.labeling import annotate
+
+    project = Project.objects.create(name="p")
+    task = define_task(project, "t", "classification", ["a", "b"])
+    Sample.objects.create(project=project, external_id="x", data={})
+    create_user("ann")
+    start, errors = threading.Barrier(4), []
+
+    def work(value: str) -> None:
+        try:
+            start.wait()
+            annotate(Sample.objects.get(external_id="x"), AnnotationTask.objects.get(pk=task.pk), value, annotator="ann")
+        except Exception as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=work, args=(v,)) for v in "abab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    ann = Annotation.objects.get()
+    actions = list(AnnotationEvent.objects.filter(annotation=ann).order_by("id").values_list("action", flat=True))
+    assert actions[0] == "created" and set(actions[1:]) <= {"changed"} and len(actions) <= 4

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -470,33 +470,30 @@ def save_annotation(
     compiled once (:mod:`tracker.services._prebuilt`), not per call.
     """
     now = timezone.now()
+    status = Annotation.Status.SUBMITTED
+    # Stored unless this annotator has one already (or a concurrent request made it first):
+    # no lookup before, no savepoint around it.
+    pk = _prebuilt.insert(Annotation, {
+        "task": task.pk, "sample": sample.pk, "annotator": user.pk, "value": value,
+        "status": status, "review_comment": "", "reviewed_by": None, "reviewed_at": None,
+        "prediction": prediction.pk if prediction is not None else None,
+        "created_at": now, "updated_at": now,
+    }, unless_exists=("task", "sample", "annotator"))
+    if pk is not None:
+        ann = Annotation(
+            id=pk, task=task, sample=sample, annotator=user, value=value, status=status,
+            review_comment="", reviewed_by=None, reviewed_at=None, prediction=prediction,
+            created_at=now, updated_at=now,
+        )
+        ann._state.adding, ann._state.db = False, transaction.get_connection().alias
+        _prebuilt.insert(AnnotationEvent, {
+            "annotation": pk, "actor": actor.pk if actor is not None else None, "at": now,
+            "action": created_action, "old_value": None, "new_value": value, "old_status": "",
+            "new_status": status, "comment": "",
+        })
+        _prebuilt.delete(Claim, task_id=task.pk, sample_id=sample.pk, annotator_id=user.pk)
+        return ann
     ann = _HELD.first(task.pk, sample.pk, user.pk)
-    if ann is None:
-        status = Annotation.Status.SUBMITTED
-        try:
-            with transaction.atomic():  # savepoint: another process may create it first
-                pk = _prebuilt.insert(Annotation, {
-                    "task": task.pk, "sample": sample.pk, "annotator": user.pk, "value": value,
-                    "status": status, "review_comment": "", "reviewed_by": None, "reviewed_at": None,
-                    "prediction": prediction.pk if prediction is not None else None,
-                    "created_at": now, "updated_at": now,
-                })
-        except IntegrityError:
-            ann = Annotation.objects.select_for_update().get(task=task, sample=sample, annotator=user)
-        else:
-            ann = Annotation(
-                id=pk, task=task, sample=sample, annotator=user, value=value, status=status,
-                review_comment="", reviewed_by=None, reviewed_at=None, prediction=prediction,
-                created_at=now, updated_at=now,
-            )
-            ann._state.adding, ann._state.db = False, transaction.get_connection().alias
-            _prebuilt.insert(AnnotationEvent, {
-                "annotation": pk, "actor": actor.pk if actor is not None else None, "at": now,
-                "action": created_action, "old_value": None, "new_value": value, "old_status": "",
-                "new_status": status, "comment": "",
-            })
-            _prebuilt.delete(Claim, task_id=task.pk, sample_id=sample.pk, annotator_id=user.pk)
-            return ann
     _prebuilt.delete(Claim, task_id=task.pk, sample_id=sample.pk, annotator_id=user.pk)
     same = value_key(ann.value) == value_key(value)
     if same and ann.status != Annotation.Status.REJECTED:
