@@ -33,7 +33,8 @@ def test_querysets_it_cannot_reuse_are_refused(db):
         hidden.first(1)
 
 
-def test_insert_and_delete_write_what_the_orm_writes(db):
+def _claimable():
+    """A task, a sample and a user: what a Claim row needs, and the time now."""
     from django.utils import timezone
 
     from tracker.services.access import create_user
@@ -41,8 +42,11 @@ def test_insert_and_delete_write_what_the_orm_writes(db):
     project = Project.objects.create(name="p")
     task = define_task(project, "t", "classification", ["a"])
     sample = Sample.objects.create(project=project, external_id="x", data={})
-    user = create_user("ann")
-    now = timezone.now()
+    return task, sample, create_user("ann"), timezone.now()
+
+
+def test_insert_and_delete_write_what_the_orm_writes(db):
+    task, sample, user, now = _claimable()
     pk = _prebuilt.insert(Claim, {"task": task.pk, "sample": sample.pk, "annotator": user.pk, "claimed_at": now, "expires_at": now})
     claim = Claim.objects.get(pk=pk)
     assert (claim.task_id, claim.sample_id, claim.annotator_id, claim.expires_at) == (task.pk, sample.pk, user.pk, now)
@@ -54,15 +58,9 @@ def test_insert_and_delete_write_what_the_orm_writes(db):
 
 def test_delete_sends_the_signals_a_host_project_listens_to(db):
     from django.db.models.signals import post_delete
-    from django.utils import timezone
 
-    from tracker.services.access import create_user
-
-    project = Project.objects.create(name="p")
-    task = define_task(project, "t", "classification", ["a"])
-    sample = Sample.objects.create(project=project, external_id="x", data={})
-    user = create_user("ann")
-    Claim.objects.create(task=task, sample=sample, annotator=user, expires_at=timezone.now())
+    task, sample, user, now = _claimable()
+    Claim.objects.create(task=task, sample=sample, annotator=user, expires_at=now)
     seen = []
 
     def receiver(sender, instance, **kwargs):
@@ -77,15 +75,7 @@ def test_delete_sends_the_signals_a_host_project_listens_to(db):
 
 
 def test_insert_unless_exists_inserts_once(db):
-    from django.utils import timezone
-
-    from tracker.services.access import create_user
-
-    project = Project.objects.create(name="p")
-    task = define_task(project, "t", "classification", ["a"])
-    sample = Sample.objects.create(project=project, external_id="x", data={})
-    user = create_user("ann")
-    now = timezone.now()
+    task, sample, user, now = _claimable()
     row = {"task": task.pk, "sample": sample.pk, "annotator": user.pk, "claimed_at": now, "expires_at": now}
     first = _prebuilt.insert(Claim, row, unless_exists=("task", "sample"))
     assert first == Claim.objects.get().pk
