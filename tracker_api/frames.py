@@ -96,7 +96,10 @@ def _encode(values: Any, name: Any) -> tuple[dict[str, Any], list[Any]]:
     desc: dict[str, Any] = {"name": _cell(name), "dtype": str(dtype)}
     kind = getattr(dtype, "kind", "O")
     if kind == "f" and isinstance(dtype, np.dtype):
-        return desc, [_float(v) for v in s.tolist()]
+        arr = s.to_numpy()
+        if np.isfinite(arr).all():
+            return desc, arr.tolist()
+        return desc, [_float(v) for v in arr.tolist()]
     if kind in "iub" and isinstance(dtype, np.dtype):
         return desc, s.tolist()
     if kind in "Mm":
@@ -104,10 +107,15 @@ def _encode(values: Any, name: Any) -> tuple[dict[str, Any], list[Any]]:
         raw = (s.dt.tz_localize(None) if tz is not None else s).to_numpy()
         unit = np.datetime_data(raw.dtype)[0]
         desc.update(unit=unit, tz=str(tz) if tz is not None else None)
-        ints = raw.view("i8").tolist()
+        ints = raw.view("i8")
         nat = np.iinfo(np.int64).min
-        return desc, [None if i == nat else i for i in ints]
-    return desc, [_cell(v) for v in s.tolist()]
+        if not (ints == nat).any():
+            return desc, ints.tolist()
+        return desc, [None if i == nat else i for i in ints.tolist()]
+    values = s.tolist()
+    if all(v.__class__ is str for v in values):  # a text column: nothing to tag
+        return desc, values
+    return desc, [_cell(v) for v in values]
 
 
 def _dtype(name: str | None) -> Any:
@@ -126,15 +134,24 @@ def _decode(desc: dict[str, Any], values: Any) -> Any:
     dtype = desc["dtype"]
     if "unit" in desc:
         nat = np.iinfo(np.int64).min
-        ints = np.array([nat if v is None else v for v in values], dtype="i8")
+        try:
+            ints = np.array(values, dtype="i8")
+        except TypeError:  # None (NaT) among them
+            ints = np.array([nat if v is None else v for v in values], dtype="i8")
         kind = "timedelta64" if dtype.startswith("timedelta") else "datetime64"
         arr = pd.Series(ints.view(f"{kind}[{desc['unit']}]"))
         return arr.dt.tz_localize(desc["tz"]) if desc.get("tz") else arr
     if dtype.startswith("float"):
-        return pd.Series([_SPECIAL[v] if isinstance(v, str) else v for v in values], dtype=dtype)
+        try:
+            return pd.Series(np.array(values, dtype=dtype))
+        except (TypeError, ValueError):  # "NaN", "Infinity" among them (None is NaN either way)
+            return pd.Series([_SPECIAL[v] if isinstance(v, str) else v for v in values], dtype=dtype)
     if dtype.startswith(("int", "uint", "bool")):
         return pd.Series(list(values), dtype=dtype)
-    cells = pd.Series([_uncell(v) for v in values], dtype=object)
+    if any(v.__class__ in (dict, list) for v in values):
+        cells = pd.Series([_uncell(v) for v in values], dtype=object)
+    else:  # plain JSON scalars: nothing tagged
+        cells = pd.Series(values, dtype=object)
     if _dtype(dtype) is not object and dtype != "object":
         try:
             return cells.astype(dtype)
@@ -151,7 +168,7 @@ def encode(frame: Any) -> dict[str, Any]:
     parts += [_encode(frame.iloc[:, j], name) for j, name in enumerate(frame.columns)]
     nidx = index.nlevels
     columns = [p[0] for p in parts]
-    rows = [list(r) for r in zip(*(p[1] for p in parts))] if len(frame) else []
+    rows = list(zip(*(p[1] for p in parts))) if len(frame) else []  # tuples: JSON arrays
     return {
         "index": columns[:nidx],
         "columns": columns[nidx:],
@@ -167,7 +184,7 @@ def decode(table: dict[str, Any]) -> Any:
 
     descs = [*table["index"], *table["columns"]]
     rows = table["results"]
-    cols = list(zip(*rows)) if rows else [[] for _ in descs]
+    cols = [[row[i] for row in rows] for i in range(len(descs))]  # zip(*rows) is slow for many rows
     series = [_decode(d, c) for d, c in zip(descs, cols)]
     nidx = len(table["index"])
     names = [_uncell(d["name"]) for d in table["index"]]
