@@ -274,9 +274,11 @@ async def flush() -> int:
 
 async def get_run(run_id: str) -> AsyncRun:
     """Awaitable :func:`tracker.get_run`; returns an :class:`AsyncRun`."""
-    from tracker_api import remote, remote_reads
+    from tracker_api import remote
 
     if remote.enabled():
+        from tracker_api import remote_reads
+
         return await remote_reads.aget_run(run_id)  # type: ignore[return-value]
     return AsyncRun(await acall("get_run", sync._get, run_id))
 
@@ -297,9 +299,11 @@ async def runs(
 ) -> AsyncRuns:
     """:func:`tracker.runs` for async code: returns a lazy :class:`AsyncRuns` (no query runs
     until it is used with ``async for`` or an awaited method)."""
-    from tracker_api import remote, remote_reads
+    from tracker_api import remote
 
-    cls = remote_reads.AsyncRemoteRuns if remote.enabled() else AsyncRuns
+    cls: Any = AsyncRuns
+    if remote.enabled():
+        from tracker_api.remote_reads import AsyncRemoteRuns as cls
     return cls(
         project,
         status=status,
@@ -330,9 +334,11 @@ async def runs_frame(
     limit: int | None = None,
 ) -> pd.DataFrame:
     """Awaitable :func:`tracker.runs_frame`."""
-    from tracker_api import remote, remote_reads
+    from tracker_api import remote
 
     if remote.enabled():
+        from tracker_api import remote_reads
+
         filters = dict(status=status, name=name, tags=tags, params=params, metrics=metrics, parent=parent,
                        ids=ids, since=since, order_by=order_by, limit=limit)
         return await asyncio.to_thread(remote_reads.runs_frame, project, **filters)
@@ -355,9 +361,11 @@ async def runs_frame(
 
 async def compare(runs: Any, *, only_differences: bool = False) -> pd.DataFrame:
     """Awaitable :func:`tracker.compare`."""
-    from tracker_api import remote, remote_reads
+    from tracker_api import remote
 
     if remote.enabled():
+        from tracker_api import remote_reads
+
         return await asyncio.to_thread(remote_reads.compare, runs, only_differences=only_differences)
     return await acall("compare", sync._compare, runs, only_differences)
 
@@ -373,9 +381,11 @@ async def plot_metrics(
 ) -> Figure:
     """Awaitable :func:`tracker.plot_metrics`."""
     from tracker.plots import plot_histories
-    from tracker_api import remote, remote_reads
+    from tracker_api import remote
 
     if remote.enabled():
+        from tracker_api import remote_reads
+
         return await asyncio.to_thread(
             remote_reads.plot_metrics, runs, keys, x=x, max_points=max_points, ax=ax, title=title
         )

@@ -893,9 +893,11 @@ def get_run(run_id: str) -> Run:
     Raises:
         RunNotFound: no run has this id (or the prefix is ambiguous).
     """
-    from tracker_api import remote, remote_reads
+    from tracker_api import remote
 
     if remote.enabled():
+        from tracker_api import remote_reads
+
         return remote_reads.get_run(run_id)  # type: ignore[return-value]
     return Run(_get(run_id))
 
@@ -937,9 +939,11 @@ def runs(
     Raises:
         InvalidValue: an unknown status or a malformed filter (when the collection is used).
     """
-    from tracker_api import remote, remote_reads
+    from tracker_api import remote
 
-    cls = remote_reads.RemoteRuns if remote.enabled() else Runs
+    cls: Any = Runs
+    if remote.enabled():
+        from tracker_api.remote_reads import RemoteRuns as cls
     return cls(
         project,
         status=status,
@@ -997,9 +1001,11 @@ def runs_frame(
         order_by=order_by,
         limit=limit,
     )
-    from tracker_api import remote, remote_reads
+    from tracker_api import remote
 
     if remote.enabled():
+        from tracker_api import remote_reads
+
         return remote_reads.runs_frame(project, **filters)
     return _frame(project, {k: v for k, v in filters.items() if v is not None})
 
@@ -1039,9 +1045,11 @@ def compare(runs: Any, *, only_differences: bool = False) -> pd.DataFrame:
         RunNotFound: an id names no run.
         InvalidValue: no runs given.
     """
-    from tracker_api import remote, remote_reads
+    from tracker_api import remote
 
     if remote.enabled():
+        from tracker_api import remote_reads
+
         return remote_reads.compare(runs, only_differences=only_differences)
     return _compare(runs, only_differences)
 
@@ -1081,9 +1089,11 @@ def plot_metrics(
         RunNotFound: an id names no run.
     """
     from tracker.plots import plot_histories
-    from tracker_api import remote, remote_reads
+    from tracker_api import remote
 
     if remote.enabled():
+        from tracker_api import remote_reads
+
         return remote_reads.plot_metrics(runs, keys, x=x, max_points=max_points, ax=ax, title=title)
     series = call("plot_metrics", _plot_refs, runs, keys)
     return plot_histories(series, keys, x=x, max_points=max_points, ax=ax, title=title)
