@@ -212,15 +212,12 @@ def test_a_claim_on_a_sample_labelled_meanwhile_is_given_back(transactional_db):
     import psycopg
     from django.db import connection
 
-    from tracker.models import Claim
-
-    from tracker.models import Sample
+    from tracker.models import Claim, Sample
     from tracker.services.labeling import get_user
 
     tracker.add_samples("q", [{"id": f"s{i:02d}"} for i in range(5)])
     task = tracker.define_task("q", "t", "classification", ["x"])
     samples = {s.external_id: s for s in Sample.objects.filter(project__name="q")}
-
     blocker_user = get_user("blocker")
     get_user("bob")  # so bob's claim is one statement, not a user creation first
     s = connection.settings_dict
@@ -250,7 +247,10 @@ def test_a_claim_on_a_sample_labelled_meanwhile_is_given_back(transactional_db):
         thread.start()
         with connection.cursor() as cur:
             for _ in range(400):
-                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+                cur.execute(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
                 if cur.fetchone()[0]:
                     break
                 time.sleep(0.025)
@@ -261,7 +261,7 @@ def test_a_claim_on_a_sample_labelled_meanwhile_is_given_back(transactional_db):
         thread.join(30)
     finally:
         blocker.close()
-    assert "error" not in out, out
+    assert not thread.is_alive() and "error" not in out, out
     # s00 was claimed from a stale snapshot and given back; s01 kept, s02 made up for s00.
     assert out["got"] == ["s01", "s02"]
     assert sorted(Claim.objects.values_list("sample__external_id", flat=True)) == ["s01", "s02"]
