@@ -964,7 +964,7 @@ def runs_frame(qs: QuerySet) -> Any:
         "status": cols[4],
         "started_at": started.array,
         "ended_at": ended.array,
-        "duration": (ended.fillna(now) - started).array,
+        "duration": (ended.fillna(now.as_unit(ended.dt.unit)) - started).array,
         "parent": cols[7],
     }
     data.update(_columns(_loads(cols[8]), "params."))
