@@ -141,8 +141,12 @@ def annotate_fast(request: Any, key: str) -> Any:
 _ANNOTATION = s.AnnotationSerializer()
 _TASK = Prebuilt(lambda pk: AnnotationTask.objects.filter(pk=pk), -7_200_000_001)
 # What resolve_sample looks up (project and external id, or project and id), compiled once.
-_SAMPLE_BY_NAME = Prebuilt(lambda project, ext: Sample.objects.filter(project_id=project, external_id=ext), -7_200_000_002, "\x00ext")
-_SAMPLE_BY_ID = Prebuilt(lambda project, pk: Sample.objects.filter(project_id=project, pk=pk), -7_200_000_003, -7_200_000_004)
+# Unordered: a unique lookup needs no ORDER BY, and with one (samples order by id) PostgreSQL
+# may walk the project's (project, id) index instead until its statistics are fresh.
+_SAMPLE_BY_NAME = Prebuilt(
+    lambda project, ext: Sample.objects.filter(project_id=project, external_id=ext).order_by(), -7_200_000_002, "\x00ext"
+)
+_SAMPLE_BY_ID = Prebuilt(lambda project, pk: Sample.objects.filter(project_id=project, pk=pk).order_by(), -7_200_000_003, -7_200_000_004)
 
 
 def _task_in(view: ProjectScopedViewSet, task_id: int, role: str) -> AnnotationTask:
