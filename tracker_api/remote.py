@@ -386,7 +386,9 @@ class RemoteRun:
         return False
 
     def _post(self, action: str, body: Any) -> Any:
-        return client().request("POST", f"/api/runs/{self.id}/{action}/", json_body=body, what=f"run {self.id}")[1]
+        path, _, query = action.partition("?")
+        url = f"/api/runs/{self.id}/{path}/" + (f"?{query}" if query else "")
+        return client().request("POST", url, json_body=body, what=f"run {self.id}")[1]
 
     # params, tags, notes
     def log_param(self, key: str, value: Any) -> None:
@@ -452,7 +454,10 @@ class RemoteRun:
             rows = self._buf.rows
             sent = 0
             while batch := rows[:BATCH_POINTS]:
-                self._post("metrics", {"points": _points_json(batch)})
+                # A durable run asks the server to wait for its disk too (the server's metric
+                # ingest otherwise commits with synchronous_commit off; see docs/API.md).
+                self._post("metrics?durable=true" if self._durable else "metrics",
+                           {"points": _points_json(batch)})
                 del rows[: len(batch)]
                 sent += len(batch)
             self._buf.drained.set()

@@ -600,3 +600,24 @@ def test_damaged_downloads_and_a_deleted_run_are_reported_not_hidden(subprocess_
     assert "finished finished" in out_rest, (out_rest, err)
     assert "ResourceWarning" not in err, err
     assert "refused" in err and "doomed" not in [r.name for r in Run.objects.all()]
+
+
+def test_a_durable_remote_run_asks_the_server_to_commit_durably(monkeypatch):
+    """The server's metric ingest commits with synchronous_commit off unless asked; a durable
+    run asks on every send, an ordinary one never does."""
+    from tracker_api import remote
+
+    sent: list[str] = []
+
+    class Recorder:
+        def request(self, method, url, json_body=None, what=""):
+            sent.append(url)
+            return 200, {}
+
+    monkeypatch.setattr(remote, "client", lambda: Recorder())
+    durable = remote.RemoteRun({"id": "d" * 16}, durable=True)
+    durable.log_metric("loss", 1.0, step=0)
+    plain = remote.RemoteRun({"id": "p" * 16})
+    plain._buf.log_metric("loss", 1.0, step=0)
+    plain.flush()
+    assert sent == [f"/api/runs/{'d' * 16}/metrics/?durable=true", f"/api/runs/{'p' * 16}/metrics/"]
