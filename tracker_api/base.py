@@ -105,3 +105,21 @@ class ProjectScopedViewSet(ApiMixin, viewsets.GenericViewSet):
 def require(condition: bool, message: str) -> None:
     if not condition:
         raise drf.ValidationError(message)
+
+
+def query_flag(query: Any, name: str, default: bool) -> bool:
+    """A boolean query parameter (``?force=true``): true/false, 1/0, yes/no, any case.
+
+    Raises:
+        InvalidValue: anything else (answered 400), so a typo never silently means false.
+    """
+    from tracker.exceptions import InvalidValue
+
+    raw = query.get(name)
+    if raw is None:
+        return default
+    if raw.lower() in ("1", "true", "yes"):
+        return True
+    if raw.lower() in ("0", "false", "no"):
+        return False
+    raise InvalidValue(f"{name} must be true or false, not {raw[:40]!r}.")

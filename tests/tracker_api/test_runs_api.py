@@ -99,6 +99,9 @@ def test_artifact_upload_is_checked_and_streamed_back(db):
     assert r.status_code == 201 and r.json()["sha256"] == sha and r.json()["metadata"]["epoch"] == 3
     r = c.generic("PUT", f"/api/runs/{uid}/artifacts/ckpt/model.pt", b"other", content_type="application/octet-stream")
     assert r.status_code == 409
+    r = c.generic("PUT", f"/api/runs/{uid}/artifacts/ckpt/model.pt?overwrite=ture", b"other",
+                  content_type="application/octet-stream")
+    assert r.status_code == 400 and "overwrite must be true or false" in r.json()["detail"]
     for bad in ("../../etc/passwd", "a/../../b", "/abs"):
         r = c.generic("PUT", f"/api/runs/{uid}/artifacts/{bad}", b"x", content_type="application/octet-stream")
         assert r.status_code in (400, 404), (bad, r.status_code)

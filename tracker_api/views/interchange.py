@@ -20,7 +20,7 @@ from tracker import conf
 from tracker.exceptions import DatasetNotFound, InvalidValue, RunNotFound
 from tracker.models import AnnotationTask, DatasetVersion, MetricSummary, Project, Run, RunInput
 from tracker_api import frames
-from tracker_api.base import ProjectScopedViewSet
+from tracker_api.base import ProjectScopedViewSet, query_flag
 from tracker_api.serializers import interchange as s
 from tracker_api.serializers.datasets import VersionSerializer
 
@@ -148,7 +148,7 @@ class RunDetailViewSet(_RunLookup, ProjectScopedViewSet):
 
         run = self.get_object()
         keys = request.query_params.getlist("key") or None
-        wide = _flag(request.query_params.get("wide", "true"), "wide")
+        wide = query_flag(request.query_params, "wide", True)
         return Response(frames.encode(core.history([run.pk], keys, wide=wide, with_run=False)))
 
 
@@ -159,15 +159,7 @@ FORCE = OpenApiParameter(
 
 def force_flag(request: Any) -> bool:
     """The ``?force=`` flag of a DELETE."""
-    return _flag(request.query_params.get("force", "false"), "force")
-
-
-def _flag(raw: str, name: str) -> bool:
-    if raw.lower() in ("1", "true", "yes"):
-        return True
-    if raw.lower() in ("0", "false", "no"):
-        return False
-    raise InvalidValue(f"{name} must be true or false, not {raw[:40]!r}.")
+    return query_flag(request.query_params, "force", False)
 
 
 @extend_schema(tags=["runs"])

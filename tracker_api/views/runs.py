@@ -24,7 +24,7 @@ from rest_framework.response import Response
 from tracker import conf
 from tracker.exceptions import InvalidValue, RunNotFound
 from tracker.models import Artifact, Run
-from tracker_api.base import ProjectScopedViewSet
+from tracker_api.base import ProjectScopedViewSet, query_flag
 from tracker_api.fastpath import FastPosts
 from tracker_api.serializers import runs as s
 from tracker_api.streaming import SpooledUpload, file_chunks, stream
@@ -42,8 +42,6 @@ def sink_write(run: Any, points: Any, fields: Any, *, synchronous: bool = True) 
     return DatabaseSink().write_many([(run, points, fields)], synchronous=synchronous)[0]
 
 
-_YES, _NO = ("1", "true", "yes"), ("0", "false", "no")
-
 DURABLE = OpenApiParameter(
     "durable", bool,
     description=(
@@ -57,14 +55,7 @@ DURABLE = OpenApiParameter(
 
 def synchronous_commit(query: Any) -> bool:
     """Whether an ingest waits for the disk: ``?durable=`` if given, else the setting."""
-    raw = query.get("durable")
-    if raw is None:
-        return bool(conf.get("API_METRICS_SYNCHRONOUS_COMMIT"))
-    if raw.lower() in _YES:
-        return True
-    if raw.lower() in _NO:
-        return False
-    raise InvalidValue(f"durable must be true or false, not {raw[:40]!r}.")
+    return query_flag(query, "durable", bool(conf.get("API_METRICS_SYNCHRONOUS_COMMIT")))
 
 
 def ingest_fast(request: Any, key: str, id: str) -> Any:
@@ -413,7 +404,7 @@ class RunViewSet(FastPosts, mixins.ListModelMixin, mixins.RetrieveModelMixin, Pr
             }
             return stream(request, file_chunks(fh), content_type="application/octet-stream", headers=headers)
         name = core.check_artifact_name(name)
-        overwrite = request.query_params.get("overwrite", "false").lower() in ("1", "true", "yes")
+        overwrite = query_flag(request.query_params, "overwrite", False)
         kind = request.headers.get("X-Artifact-Kind", Artifact.Kind.FILE)
         if kind not in Artifact.Kind.values:
             raise InvalidValue(f"X-Artifact-Kind must be one of {', '.join(Artifact.Kind.values)}, not {kind[:40]!r}.")
