@@ -194,7 +194,6 @@ STAND_IN = textwrap.dedent(
     from pathlib import Path
     import pandas as pd
     import tracker
-    from tracker_api import remote_reads
 
     out = Path(sys.argv[1])
     tracker.configure(flush_interval=0.2)
@@ -221,7 +220,7 @@ STAND_IN = textwrap.dedent(
             run.log_artifact(b"other bytes", "raw.bin")
         except tracker.TrackerError as e:
             res["conflict"] = type(e).__name__
-        version = remote_reads.get_dataset("ds")
+        version = tracker.get_dataset("ds")  # the server's version, in remote mode
         run.use_dataset(version, "train")
         run.use_dataset(version.id, "eval")
         res["inputs"] = [[v.name, v.version, ctx, len(v.to_pandas())] for v, ctx in run.inputs()]
@@ -377,6 +376,8 @@ ASYNC_CLIENT = textwrap.dedent(
         frame = await tracker.aio.runs_frame(project="remote")
         res["frame"] = [list(frame.index), frame.loc[run.id, "metrics.y"]]
         res["flushed"] = await tracker.aio.flush()
+        version = await tracker.aio.get_dataset("ds")  # the server's, in remote mode
+        res["dataset"] = [type(version).__name__, version.version, len(await version.to_pandas())]
         json.dump(res, open(sys.argv[1], "w"))
 
     tracker.configure(flush_interval=0.2)
@@ -389,6 +390,7 @@ def test_async_remote_run_has_the_async_api(subprocess_env, tmp_path: Path):
     from tracker.models import Metric, Run
 
     key = _editor_key()
+    _dataset()
     server = start_server(subprocess_env)
     try:
         env = _client_env(subprocess_env, server.url, key)
@@ -407,6 +409,7 @@ def test_async_remote_run_has_the_async_api(subprocess_env, tmp_path: Path):
     assert res["status"] == ["AsyncRemoteRun", "finished", "async"]
     assert res["ids"] == [run.uid] and res["count"] == 1
     assert res["frame"] == [[run.uid], 3.0]
+    assert res["dataset"] == ["AsyncRemoteDatasetVersion", 1, 12]
     assert run.status == "finished" and Metric.objects.filter(run=run).count() == 3
 
 

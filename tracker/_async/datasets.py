@@ -153,6 +153,12 @@ async def get_dataset(
     name: str, version: int | None = None, project: str | Project | None = None
 ) -> AsyncDatasetVersion:
     """Awaitable :func:`tracker.get_dataset`."""
+    from tracker_api import remote
+
+    if remote.enabled():
+        from tracker_api import remote_reads
+
+        return await remote_reads.aget_dataset(name, version, getattr(project, "name", project))
     return _wrap(await acall("get_dataset", sync.get_dataset.__wrapped__, name, version, project))
 
 

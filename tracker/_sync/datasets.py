@@ -397,6 +397,12 @@ def get_dataset(
         DatasetNotFound: no such dataset or version (the message lists the known ones).
         InvalidValue: the name exists in several projects and ``project`` was not given.
     """
+    from tracker_api import remote  # remote mode (issue 6): configure(server_url=...)
+
+    if remote.enabled():
+        from tracker_api import remote_reads
+
+        return remote_reads.get_dataset(name, version, getattr(project, "name", project))
     from tracker.services import datasets as core
 
     return DatasetVersion(core.get_dataset(name, version, project))
