@@ -13,6 +13,11 @@ from tracker.services import access
 
 
 class UserSerializer(serializers.ModelSerializer):
+    # Output only (UserCreateSerializer/UserUpdateSerializer take input). Declared so the schema
+    # carries no `pattern`: Django's username regex uses Python's Unicode \w, which OpenAPI
+    # validators read as ECMA-262's ASCII \w, so a valid "José" looked like a schema violation.
+    username = serializers.CharField(max_length=150, read_only=True)
+
     class Meta:
         model = get_user_model()
         fields = ["id", "username", "email", "is_active", "is_staff", "is_superuser", "date_joined", "last_login"]
