@@ -105,7 +105,6 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("POST", "/api/users/", "staff", 201, kind="global", body=lambda o: {"username": "made-by-api"}),
     Endpoint("GET", "/api/users/{id}/", "staff", kind="global", obj="user"),
     Endpoint("PATCH", "/api/users/{id}/", "staff", kind="global", obj="user", body=lambda o: {"email": "a@b.org"}),
-    Endpoint("DELETE", "/api/users/{id}/", "staff", 204, kind="global", obj="user"),
     Endpoint("GET", "/api/users/me/", "any", kind="global"),
     # tokens: everyone manages their own
     Endpoint("GET", "/api/tokens/", "any", kind="global"),

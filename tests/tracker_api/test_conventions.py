@@ -251,3 +251,29 @@ def test_inputs_the_fuzzer_found_are_client_errors(db):
     assert r.status_code in (400, 404)
     r = c.get(f"/api/annotations/?task={2**80}")
     assert r.status_code in (200, 400)
+
+
+def test_staff_deactivate_users_with_patch_and_delete_says_how(db):
+    world = make_world()
+    staff = world.client("staff")
+    viewer = world.client("viewer")
+    vid = world.users["viewer"].pk
+    assert viewer.get("/api/projects/").status_code == 200
+
+    r = staff.delete(f"/api/users/{vid}/")
+    assert r.status_code == 405
+    assert "is_active" in r.json()["detail"] and "PATCH" in r.json()["detail"]
+    assert viewer.get("/api/projects/").status_code == 200  # nothing happened
+
+    r = staff.patch(f"/api/users/{vid}/", data={"is_active": False}, format="json")
+    assert r.status_code == 200 and r.json()["is_active"] is False
+    assert viewer.get("/api/projects/").status_code == 401
+    assert staff.get(f"/api/users/{vid}/").json()["is_active"] is False
+
+    r = staff.patch(f"/api/users/{world.users['staff'].pk}/", data={"is_active": False}, format="json")
+    assert r.status_code == 409 and "ask another staff user" in r.json()["detail"]
+    r = staff.patch(f"/api/users/{vid}/", data={"is_superuser": True}, format="json")
+    assert r.status_code == 403 and "superuser" in r.json()["detail"]
+    r = staff.patch(f"/api/users/{vid}/", data={"is_active": True}, format="json")
+    assert r.status_code == 200
+    assert viewer.get("/api/projects/").status_code == 200

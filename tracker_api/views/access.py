@@ -32,7 +32,8 @@ class UserFilter(django_filters.FilterSet):
 
 @extend_schema(tags=["users"])
 class UserViewSet(ApiMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Users. Staff list, create, change and deactivate them; anyone reads ``/users/me/``."""
+    """Users. Staff list, create and change them (``PATCH {"is_active": false}`` deactivates);
+    anyone reads ``/users/me/``."""
 
     queryset = get_user_model().objects.all()
     serializer_class = s.UserSerializer
@@ -71,16 +72,19 @@ class UserViewSet(ApiMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, vi
         user = access.update_user(user, **data)
         return Response(s.UserSerializer(user).data)
 
-    @extend_schema(responses={204: None})
-    def destroy(self, request: Any, pk: Any = None) -> Response:
-        """Deactivate the user (their annotations and runs stay; their tokens stop working)."""
-        user = self.get_object()
-        if user.pk == request.user.pk:
-            from tracker.exceptions import Conflict
+    def http_method_not_allowed(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+        # Users are never deleted: their annotations, reviews and runs keep naming them. A DELETE
+        # that only deactivated would leave the resource readable, which is not what DELETE means
+        # (schemathesis' stateful phase flagged exactly that), so deactivation is a PATCH.
+        if request.method == "DELETE":
+            from rest_framework.exceptions import MethodNotAllowed
 
-            raise Conflict("You cannot deactivate yourself; ask another staff user.")
-        access.deactivate_user(user)
-        return Response(status=status.HTTP_204_NO_CONTENT)
+            raise MethodNotAllowed(
+                "DELETE",
+                detail='Users are not deleted (their annotations and runs keep their author); '
+                'deactivate one with PATCH {"is_active": false}.',
+            )
+        return super().http_method_not_allowed(request, *args, **kwargs)
 
     @extend_schema(responses=s.UserSerializer)
     @action(detail=False, methods=["get"])
