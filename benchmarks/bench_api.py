@@ -1,6 +1,6 @@
 """REST API throughput and latency against a real server process (issue 6's Measure list).
 
-    .venv/bin/python benchmarks/bench_api.py [--db sqlite|postgres] [--server gunicorn|uvicorn]
+    .venv/bin/python benchmarks/bench_api.py [--db sqlite|postgres] [--server granian|gunicorn|uvicorn]
         [--workers 2] [--only import,list,export,annotate,metrics,metrics1]
 
 Starts ``python -m tracker_api.server`` (2 workers by default) on a fresh database: a new
@@ -214,7 +214,7 @@ def _metric_client(args: tuple) -> tuple[int, float, float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
-    ap.add_argument("--server", choices=["uvicorn", "gunicorn"], default="gunicorn")
+    ap.add_argument("--server", choices=["granian", "uvicorn", "gunicorn"], default="granian")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--samples", type=int, default=100_000)
     ap.add_argument("--only", default="import,list,export,annotate,metrics,metrics1")

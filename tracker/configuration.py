@@ -200,10 +200,11 @@ def build_settings(
         "TRACKER": tracker_settings,
     }
     # The REST API's settings (DRF, OpenAPI, the 413 body limit); see tracker_api/defaults.py.
-    from tracker_api.defaults import MIDDLEWARE as API_MIDDLEWARE, api_settings
+    from tracker_api.defaults import HOT_MIDDLEWARE, MIDDLEWARE as API_MIDDLEWARE, api_settings
 
     settings.update(api_settings())
     settings["MIDDLEWARE"].insert(1, API_MIDDLEWARE)
+    settings["MIDDLEWARE"].insert(0, HOT_MIDDLEWARE)
     settings.update(django_settings or {})
     return settings
 

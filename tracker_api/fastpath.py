@@ -10,20 +10,26 @@ content type or ``Accept``, a session instead of a token, a bad token, an object
 may not write to, input the checks refuse - goes to the DRF view, which answers exactly as
 before (its error bodies, its 401, 403 and 404). The DRF view stays the route's view for the
 router, the OpenAPI schema and the body-size middleware.
+
+:class:`HotPostMiddleware`, first in ``MIDDLEWARE``, lets those handlers answer before the rest
+of the middleware chain and the URL resolver run (about 0.1 ms of a 1 ms request); it adds the
+headers the skipped middleware would add (SecurityMiddleware's), and everything it does not
+answer goes down the chain as usual. Without it the handlers still answer from the view.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from functools import wraps
-from typing import Any
+from functools import lru_cache, wraps
+from typing import Any, NamedTuple
 
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from rest_framework.renderers import JSONRenderer
 
 from tracker_api.authentication import bearer_key
+from tracker_api.middleware import body_limit
 
 #: ``handler(request, key, **url_kwargs)``: an HttpResponse, or None to let the DRF view answer.
 Handler = Callable[..., "HttpResponse | None"]
@@ -49,7 +55,62 @@ def route(view: Any, handler: Handler) -> Any:
                     return response
         return view(request, *args, **kwargs)
 
+    hot.fast_handler, hot.fast_headers = handler, headers  # type: ignore[attr-defined]
     return hot
+
+
+class _Hot(NamedTuple):
+    handler: Handler
+    headers: dict[str, str]
+    kwargs: dict[str, Any]
+    view: Any
+
+
+class HotPostMiddleware:
+    """Answers the POSTs a :func:`route` handler can answer before the rest of the middleware
+    chain runs (put it first in ``MIDDLEWARE``); see the module's docstring."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        from django.middleware.security import SecurityMiddleware
+
+        self.get_response = get_response
+        self._security = SecurityMiddleware(get_response)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.method == "POST" and _plain_json(request):
+            hot = _hot_route(request.path_info, getattr(request, "urlconf", None))
+            if hot is not None and _length(request) <= body_limit(hot.view)[1]:
+                key = bearer_key(request)
+                if key is not None:
+                    response = hot.handler(request, key, **hot.kwargs)
+                    if response is not None:
+                        for name, value in hot.headers.items():
+                            response[name] = value
+                        return self._security.process_response(request, response)
+        return self.get_response(request)
+
+
+@lru_cache(maxsize=4096)  # a training loop posts to one path over and over
+def _hot_route(path: str, urlconf: Any) -> _Hot | None:
+    from django.urls import Resolver404, resolve
+
+    try:
+        match = resolve(path, urlconf)
+    except Resolver404:
+        return None
+    handler = getattr(match.func, "fast_handler", None)
+    if handler is None or match.args:
+        return None
+    return _Hot(handler, match.func.fast_headers, match.kwargs, match.func)
+
+
+def _length(request: HttpRequest) -> float:
+    """The body's declared length; anything odd counts as too long, for the chain to answer."""
+    try:
+        n = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return float("inf")
+    return n if n >= 0 else float("inf")
 
 
 class FastPosts:

@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from tracker import conf
 
 
-def _limit(view_func: Any) -> tuple[str, int]:
+def body_limit(view_func: Any) -> tuple[str, int]:
     # Views that stream uploads to disk (artifact content, import files) declare
     # body_limit = "upload"; everything else is parsed in memory and gets the smaller limit.
     kind = (getattr(view_func, "initkwargs", None) or {}).get("body_limit")
@@ -55,7 +55,7 @@ class RequestSizeLimitMiddleware:
                 raise ValueError
         except ValueError:
             return _json(400, f"Content-Length {raw[:40]!r} is not a byte count.", "bad_content_length")
-        kind, limit = _limit(view_func)
+        kind, limit = body_limit(view_func)
         if length > limit:
             hint = (
                 "Split the data into several requests"

@@ -1,6 +1,6 @@
 """Run a tracker server: :func:`serve` (what ``tracker serve`` calls) and the entry points' setup.
 
-    python -m tracker_api.server --host 127.0.0.1 --port 8000 [--workers 2] [--server uvicorn]
+    python -m tracker_api.server --host 127.0.0.1 --port 8000 [--workers 2] [--server granian|gunicorn|uvicorn]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from tracker.exceptions import ConfigurationError
 
-SERVERS = ("gunicorn", "uvicorn")
+SERVERS = ("granian", "gunicorn", "uvicorn")
 
 
 @dataclass(frozen=True)
@@ -42,22 +42,23 @@ def choose_server(
     installed: Callable[[str], bool] = _installed,
     posix: bool | None = None,
 ) -> ServerChoice:
-    """The server to run: ``requested`` if given, else gunicorn (WSGI) when it is installed on a
-    POSIX system, else uvicorn (ASGI), with httptools when that is installed.
+    """The server to run: ``requested`` if given, else the first installed of granian (WSGI),
+    gunicorn (WSGI, POSIX only) and uvicorn (ASGI, with httptools when that is installed).
 
-    gunicorn comes first because its WSGI workers keep their database connections between
-    requests (Django advises against that under ASGI) and answered small requests fastest in
-    BENCHMARKS.md; it does not run on Windows. uvicorn's own h11 parser answers keep-alive
-    requests ~40 ms late, hence httptools.
+    granian comes first: its WSGI server (Rust, hyper) answered a small request in a third of
+    gunicorn's time here (113 us against 270 us for a do-nothing app, BENCHMARKS.md), streams
+    request and response bodies, and runs on Windows too. Both WSGI servers keep their
+    database connections between requests (Django advises against that under ASGI). uvicorn's
+    own h11 parser answers keep-alive requests ~40 ms late, hence httptools.
 
     Args:
-        requested: "gunicorn" or "uvicorn" (``--server``), or None to choose.
+        requested: "granian", "gunicorn" or "uvicorn" (``--server``), or None to choose.
         installed: whether a module can be imported (tests pass their own).
         posix: whether this is a POSIX system (default: ``os.name == "posix"``).
 
     Raises:
-        ConfigurationError: an unknown server, the one asked for cannot run here, or neither
-            is installed (``pip install 'tracker[serve]'``).
+        ConfigurationError: an unknown server, the one asked for cannot run here, or none is
+            installed (``pip install 'tracker[serve]'``).
     """
     posix = os.name == "posix" if posix is None else posix
     if requested is not None and requested not in SERVERS:
@@ -69,32 +70,38 @@ def choose_server(
         )
     if requested == "gunicorn" and not posix:
         raise ConfigurationError(
-            "gunicorn runs on POSIX systems (Linux, macOS) only; use --server uvicorn here."
+            "gunicorn runs on POSIX systems (Linux, macOS) only; use --server granian or uvicorn here."
         )
-    if requested == "gunicorn":
-        return ServerChoice("gunicorn", None, "gunicorn, as --server asked")
+    if requested in ("granian", "gunicorn"):
+        return ServerChoice(requested, None, f"{requested}, as --server asked")
+    if requested is None and installed("granian"):
+        return ServerChoice(
+            "granian", None,
+            "granian, the default where it is installed (WSGI: threaded workers that keep their "
+            "database connections; the fastest here)",
+        )
     if requested is None and posix and installed("gunicorn"):
         return ServerChoice(
             "gunicorn", None,
-            "gunicorn, the default where it is installed on a POSIX system (WSGI: threaded "
-            "workers that keep their database connections)",
+            "gunicorn, since granian is not installed (WSGI: threaded workers that keep their "
+            "database connections)",
         )
     if requested is None and not installed("uvicorn"):
         if installed("gunicorn"):  # but this is not a POSIX system
             raise ConfigurationError(
-                "gunicorn does not run on Windows and uvicorn is not installed: "
-                "pip install 'uvicorn>=0.29' httptools."
+                "gunicorn does not run on Windows and neither granian nor uvicorn is installed: "
+                "pip install 'tracker[serve]'."
             )
         raise ConfigurationError(
-            "Neither gunicorn nor uvicorn is installed, so there is no server to run: "
-            "pip install 'tracker[serve]'."
+            "No server is installed (granian, gunicorn or uvicorn), so there is nothing to run "
+            "the API: pip install 'tracker[serve]'."
         )
     if requested is not None:
         because = "as --server asked"
     elif posix:
-        because = "since gunicorn is not installed"
+        because = "since neither granian nor gunicorn is installed"
     else:
-        because = "since gunicorn does not run on Windows"
+        because = "since granian is not installed and gunicorn does not run on Windows"
     if installed("httptools"):
         return ServerChoice("uvicorn", "httptools", f"uvicorn with httptools, {because}")
     return ServerChoice(
@@ -186,8 +193,8 @@ def serve(
         host: address to listen on; 127.0.0.1 keeps it on this machine.
         port: TCP port.
         workers: worker processes (each holds its own database connection).
-        server: ``"gunicorn"`` (WSGI, threaded workers) or ``"uvicorn"`` (ASGI); None picks
-            one as :func:`choose_server` does.
+        server: ``"granian"`` or ``"gunicorn"`` (WSGI, threaded workers) or ``"uvicorn"``
+            (ASGI); None picks one as :func:`choose_server` does.
         log_level: the server's log level.
 
     Raises:
@@ -211,6 +218,15 @@ def serve(
         ]
         if choice.http:
             cmd += ["--http", choice.http]
+    elif choice.name == "granian":
+        cmd = [
+            sys.executable, "-m", "granian", "tracker_api.wsgi:application", "--interface", "wsgi",
+            "--host", host, "--port", str(port), "--workers", str(workers),
+            # As gunicorn's gthread workers: 4 threads each, each keeping its database
+            # connection; an idle thread (and with it its connection) goes after 10 minutes.
+            "--blocking-threads", "4", "--blocking-threads-idle-timeout", "600",
+            "--no-ws", "--log-level", log_level, "--workers-kill-timeout", "30",
+        ]
     else:
         cmd = [
             sys.executable, "-m", "gunicorn", "tracker_api.wsgi:application",
@@ -246,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--server", choices=SERVERS, default=None, help="default: gunicorn where installed on POSIX, else uvicorn")
+    parser.add_argument("--server", choices=SERVERS, default=None, help="default: granian where installed, else gunicorn on POSIX, else uvicorn")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     print(f"Serving with {choose_server(args.server).why}.", file=sys.stderr, flush=True)

@@ -220,11 +220,12 @@ def _free_port() -> int:
 @pytest.mark.parametrize(
     ("options", "server", "why", "log_line"),
     [
-        ([], "gunicorn", "the default where it is installed on a POSIX system", "Using worker: gthread"),
+        ([], "granian", "the default where it is installed", "Starting granian"),
+        (["--server", "gunicorn"], "gunicorn", "gunicorn, as --server asked", "Using worker: gthread"),
         (["--server", "uvicorn", "--json"], "uvicorn", "uvicorn with httptools, as --server asked",
          "Uvicorn running on"),
     ],
-    ids=["default", "explicit-uvicorn"],
+    ids=["default", "explicit-gunicorn", "explicit-uvicorn"],
 )
 def test_serve_answers_then_stops_on_ctrl_c(subprocess_env, options, server, why, log_line):
     import requests

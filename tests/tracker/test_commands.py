@@ -478,19 +478,23 @@ def _installed(*names):
     return lambda module: module in names
 
 
-def test_serve_prefers_gunicorn_on_posix_then_uvicorn_with_httptools():
+def test_serve_prefers_granian_then_gunicorn_on_posix_then_uvicorn_with_httptools():
     from tracker_api.server import choose_server
 
-    every = _installed("gunicorn", "uvicorn", "httptools")
-    choice = choose_server(installed=every, posix=True)
+    every = _installed("granian", "gunicorn", "uvicorn", "httptools")
+    for posix in (True, False):  # granian runs on Windows too
+        choice = choose_server(installed=every, posix=posix)
+        assert (choice.name, choice.http) == ("granian", None)
+        assert choice.why.startswith("granian, the default where it is installed")
+    choice = choose_server(installed=_installed("gunicorn", "uvicorn", "httptools"), posix=True)
     assert (choice.name, choice.http) == ("gunicorn", None)
-    assert choice.why.startswith("gunicorn, the default where it is installed on a POSIX system")
+    assert choice.why.startswith("gunicorn, since granian is not installed")
     choice = choose_server(installed=_installed("uvicorn", "httptools"), posix=True)
     assert (choice.name, choice.http) == ("uvicorn", "httptools")
-    assert choice.why == "uvicorn with httptools, since gunicorn is not installed"
-    choice = choose_server(installed=every, posix=False)
+    assert choice.why == "uvicorn with httptools, since neither granian nor gunicorn is installed"
+    choice = choose_server(installed=_installed("gunicorn", "uvicorn", "httptools"), posix=False)
     assert (choice.name, choice.http) == ("uvicorn", "httptools")
-    assert choice.why == "uvicorn with httptools, since gunicorn does not run on Windows"
+    assert choice.why == "uvicorn with httptools, since granian is not installed and gunicorn does not run on Windows"
     choice = choose_server(installed=_installed("uvicorn"), posix=True)
     assert (choice.name, choice.http) == ("uvicorn", None)
     assert "h11" in choice.why and "pip install httptools" in choice.why
@@ -499,10 +503,11 @@ def test_serve_prefers_gunicorn_on_posix_then_uvicorn_with_httptools():
 def test_serve_keeps_an_explicit_server_choice():
     from tracker_api.server import choose_server
 
-    every = _installed("gunicorn", "uvicorn", "httptools")
+    every = _installed("granian", "gunicorn", "uvicorn", "httptools")
     choice = choose_server("uvicorn", installed=every, posix=True)
     assert (choice.name, choice.http, choice.why) == ("uvicorn", "httptools", "uvicorn with httptools, as --server asked")
     assert choose_server("gunicorn", installed=every, posix=True).why == "gunicorn, as --server asked"
+    assert choose_server("granian", installed=every, posix=False).why == "granian, as --server asked"
     assert choose_server("uvicorn", installed=_installed("uvicorn"), posix=False).http is None
 
 
@@ -512,23 +517,23 @@ def test_serve_choice_errors_say_what_to_install():
 
     with pytest.raises(ConfigurationError, match=r"gunicorn is not installed: pip install 'tracker\[serve\]'"):
         choose_server("gunicorn", installed=_installed("uvicorn"), posix=True)
-    with pytest.raises(ConfigurationError, match="POSIX systems .* only; use --server uvicorn"):
+    with pytest.raises(ConfigurationError, match=r"granian is not installed: pip install 'tracker\[serve\]'"):
+        choose_server("granian", installed=_installed("gunicorn"), posix=True)
+    with pytest.raises(ConfigurationError, match="POSIX systems .* only; use --server granian or uvicorn"):
         choose_server("gunicorn", installed=_installed("gunicorn", "uvicorn"), posix=False)
-    with pytest.raises(ConfigurationError, match="Neither gunicorn nor uvicorn is installed"):
+    with pytest.raises(ConfigurationError, match=r"No server is installed .*pip install 'tracker\[serve\]'"):
         choose_server(installed=_installed("httptools"), posix=True)
-    with pytest.raises(ConfigurationError, match="gunicorn does not run on Windows and uvicorn is not installed"):
+    with pytest.raises(ConfigurationError, match="gunicorn does not run on Windows and neither granian nor uvicorn"):
         choose_server(installed=_installed("gunicorn"), posix=False)
     with pytest.raises(ConfigurationError, match="Unknown server 'nginx'"):
         choose_server("nginx")
 
 
 def test_serve_choice_in_this_environment():
-    """What is really installed here (the `serve` extra: gunicorn, uvicorn, httptools)."""
-    import os
-
+    """What is really installed here (the `serve` extra: granian, gunicorn, uvicorn, httptools)."""
     from tracker_api.server import choose_server
 
-    assert choose_server().name == ("gunicorn" if os.name == "posix" else "uvicorn")
+    assert choose_server().name == "granian"
     assert choose_server("uvicorn").http == "httptools"
 
 

@@ -70,7 +70,7 @@ class LiveServer:
 
 
 def start_server(
-    env: dict[str, str], *, server: str = "uvicorn", workers: int = 1, timeout: float = 60, port: int | None = None
+    env: dict[str, str], *, server: str = "granian", workers: int = 1, timeout: float = 60, port: int | None = None
 ) -> LiveServer:
     """Start ``python -m tracker_api.server`` in ``env`` and wait until it answers."""
     import requests

@@ -275,3 +275,35 @@ def test_a_failed_one_trip_write_stores_nothing_and_leaves_the_connection_usable
     assert Metric.objects.count() == 0 and MetricSummary.objects.count() == 0
     assert DatabaseSink().write_many([(run.pk, [("a", 1, 1.0, 1.0)], None)], synchronous=False) == [run.pk]
     assert Metric.objects.count() == 1
+
+
+def test_the_hot_middleware_answers_before_the_chain_and_leaves_the_rest_to_it(db, drf_calls, settings):
+    from tracker_api.fastpath import _hot_route
+
+    world = make_world()
+    c, run, task = _setup(world)
+    path = f"/api/runs/{run}/metrics/"
+    _hot_route.cache_clear()
+    for step in (1, 2):
+        r = post(c, path, {"points": [{"key": "acc", "step": step, "value": 0.5}]})
+        assert r.status_code == 201
+        # the headers of the middleware it skipped (SecurityMiddleware) are there
+        assert r["X-Content-Type-Options"] == "nosniff" and r["Referrer-Policy"] == "same-origin"
+    info = _hot_route.cache_info()
+    assert (info.misses, info.hits) == (1, 1)  # resolved once, then answered from the cache
+    assert drf_calls == []
+    assert Metric.objects.filter(run__uid=run).count() == 2
+
+    # a body over the limit, or a Content-Length that is not a count, goes down the chain
+    settings.TRACKER = {**settings.TRACKER, "API_MAX_BODY_BYTES": 60}
+    r = post(c, path, {"points": [{"key": "acc", "step": 3, "value": 0.5}], "pad": "x" * 80})
+    assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
+    r = post(c, path, {"points": []}, CONTENT_LENGTH="-1")
+    assert r.status_code == 400 and r.json()["code"] == "bad_content_length"
+    settings.TRACKER = {**settings.TRACKER, "API_MAX_BODY_BYTES": 1 << 20}
+    # a path that is not a hot route, and one that is no route at all, are the chain's
+    r = post(c, "/api/runs/", {"project": "own", "name": "second"})
+    assert r.status_code == 201
+    r = post(c, "/api/nowhere/", {})
+    assert r.status_code == 404
+    assert Metric.objects.filter(run__uid=run).count() == 2

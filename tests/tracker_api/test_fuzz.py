@@ -69,7 +69,9 @@ SEED_HOOKS: list = []
 @pytest.mark.slow
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(subprocess_env, tmp_path: Path):
     key = _seed_data()
-    server = start_server(subprocess_env, workers=2)
+    # Under ASGI (uvicorn): the remote-mode tests run the default WSGI server (granian) and the
+    # revocation test gunicorn, so every way of serving sees real HTTP.
+    server = start_server(subprocess_env, server="uvicorn", workers=2)
     try:
         examples = os.environ.get("TRACKER_FUZZ_EXAMPLES", "30")
         cmd = [
