@@ -9,9 +9,9 @@ from tracker.management.base import EXIT_FAILED, EXIT_OK, Result, TrackerCommand
 
 
 class Command(TrackerCommand):
-    help = "Serve the REST API, its OpenAPI schema and the admin (gunicorn, else uvicorn) until Ctrl-C."
+    help = "Serve the REST API, its OpenAPI schema and the admin (granian, else gunicorn, else uvicorn) until Ctrl-C."
     examples = (
-        "tracker serve                     # gunicorn where installed on Linux/macOS, else uvicorn",
+        "tracker serve                     # granian where installed, else gunicorn (Linux/macOS), else uvicorn",
         "tracker serve --host 0.0.0.0 --port 8000 --workers 2",
         "tracker serve --server uvicorn --workers 4",
     )
@@ -21,9 +21,9 @@ class Command(TrackerCommand):
         parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
         parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
         parser.add_argument(
-            "--server", choices=("gunicorn", "uvicorn"), default=None,
-            help="gunicorn (WSGI, threaded workers) or uvicorn (ASGI); default: gunicorn when it is "
-            "installed on a POSIX system, else uvicorn (with httptools when installed)",
+            "--server", choices=("granian", "gunicorn", "uvicorn"), default=None,
+            help="granian or gunicorn (WSGI, threaded workers) or uvicorn (ASGI); default: granian "
+            "when installed, else gunicorn on a POSIX system, else uvicorn (with httptools when installed)",
         )
         parser.add_argument("--log-level", default="info", help="the server's log level (default info)")
 
