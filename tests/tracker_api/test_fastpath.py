@@ -307,3 +307,49 @@ def test_the_hot_middleware_answers_before_the_chain_and_leaves_the_rest_to_it(d
     r = post(c, "/api/nowhere/", {})
     assert r.status_code == 404
     assert Metric.objects.filter(run__uid=run).count() == 2
+
+
+@pytest.mark.postgres_only
+def test_the_one_statement_check_writes_only_for_whom_the_check_allows(transactional_db):
+    """PostgreSQL: the token check and the points are one statement; its SQL guard must let
+    through exactly the callers the Python rules let through."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tracker.models import ApiToken
+    from tracker.services.metrics import guarded_write_ctes
+    from tracker_api.authentication import GuardedWrite, caller
+
+    world = make_world()
+    run = Run.objects.create(project=world.own, name="r")
+    other = Run.objects.create(project=world.foreign, name="theirs")
+    step = iter(range(10**6))
+
+    def attempt(who, run_uid=run.uid, key=None):
+        points = [("acc", next(step), 0.5, 1.0)]
+        write = GuardedWrite("editor", lambda runs: guarded_write_ctes(runs, points, 2.0), synchronous=False)
+        before = Metric.objects.count()
+        found = caller(key or world.keys[who], Run, "uid", run_uid, write=write)
+        stored = Metric.objects.count() - before
+        assert stored == (1 if found is not None and found.wrote else 0)
+        return found, stored
+
+    for who in ("editor", "admin", "root"):  # root: a superuser who is no member
+        found, stored = attempt(who)
+        assert found.wrote and stored == 1, who
+    for who in ("viewer", "annotator", "outsider", "staff"):
+        found, stored = attempt(who)
+        assert found is not None and not found.wrote and stored == 0, who
+    found, stored = attempt("editor", run_uid=other.uid)  # a run of a project they are not in
+    assert not found.wrote and stored == 0 and found.role is None
+    found, stored = attempt("editor", run_uid="no-such-run")
+    assert found.object_pk is None and stored == 0
+    assert attempt(None, key="trk_unknown") == (None, 0)
+    ApiToken.objects.filter(user=world.users["admin"]).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert attempt("admin") == (None, 0)
+    access.deactivate_user("editor")
+    assert attempt("editor") == (None, 0)
+    summary = MetricSummary.objects.get(run=run, key="acc")
+    assert summary.count == Metric.objects.filter(run=run).count() == 3
+    assert not Metric.objects.filter(run=other).exists()

@@ -319,7 +319,7 @@ class DatabaseSink:
             and not creates
             and not conn.in_atomic_block
             and not any(fields for _, _, fields in batches)
-            and sum(len(points) for _, points, _ in batches) <= _ONE_TRIP_POINTS
+            and sum(len(points) for _, points, _ in batches) <= ONE_TRIP_POINTS
         ):
             return _write_one_trip(conn, batches, now, synchronous)
         with write_transaction(raw_ok=not creates) as connection:
@@ -382,7 +382,7 @@ class DatabaseSink:
 
 # A batch of at most this many points goes to PostgreSQL as one multi-statement string (one
 # round trip); larger ones go through COPY, whose per-row cost is lower.
-_ONE_TRIP_POINTS = 64
+ONE_TRIP_POINTS = 64
 
 
 def _write_one_trip(connection: Any, batches: Sequence[Batch], now: float, synchronous: bool) -> list[int]:
@@ -390,12 +390,8 @@ def _write_one_trip(connection: Any, batches: Sequence[Batch], now: float, synch
     the summary upserts and COMMIT sent as one string. A transaction through the driver costs
     five round trips (BEGIN, COPY, upsert, COMMIT and their replies), several times the work
     of a few rows. Parameters are bound on the client, as Django's own cursor binds them."""
-    import psycopg
-
-    statements = ["BEGIN"]
+    statements = []
     params: list[Any] = []
-    if not synchronous:
-        statements.append("SET LOCAL synchronous_commit TO off")
     pks = []
     for run, points, _ in batches:
         run_pk = int(run)
@@ -409,13 +405,58 @@ def _write_one_trip(connection: Any, batches: Sequence[Batch], now: float, synch
         for row in _summary_rows(run_pk, summarize(points), now):
             statements.append(_summary_sql("postgresql"))
             params.extend(row)
-    statements.append("COMMIT")
+    one_trip(connection, statements, params, synchronous=synchronous)
+    return pks
+
+
+def guarded_write_ctes(runs: str, points: Sequence[Point], now: float) -> tuple[list[str], list[Any]]:
+    """PostgreSQL ``WITH`` items that store ``points`` for the run in the CTE named ``runs``
+    (one row, column ``id``), and store nothing when it has no row.
+
+    For a statement that decides in itself whether the write is allowed: the API's one-point
+    ingest puts the token, run and role check in ``runs`` (see
+    :func:`tracker_api.authentication.caller`), so check and write are one statement, one
+    plan, one round trip. The casts type the VALUES columns (a column of NULLs is text).
+    """
+    values = ",".join(["(%s,%s,%s,%s)"] * len(points))
+    params: list[Any] = [x for p in points for x in p]
+    rows = _summary_rows(0, summarize(points), now)
+    head, _, tail = _summary_sql("postgresql").partition(" VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ")
+    for row in rows:
+        params.extend(row[1:])
+    return [
+        "tracker_points AS (INSERT INTO tracker_metric (run_id, key, step, value, timestamp) "
+        "SELECT r.id, v.k::text, v.s::bigint, v.v::float8, v.t::float8 "
+        f"FROM {runs} r, (VALUES {values}) v(k, s, v, t))",
+        f"tracker_summaries AS ({head} SELECT r.id, v.k::text, v.l::float8, v.ls::bigint, "
+        "v.lo::float8, v.hi::float8, v.n::integer, v.u::float8 "
+        f"FROM {runs} r, (VALUES {','.join(['(%s,%s,%s,%s,%s,%s,%s)'] * len(rows))}) "
+        f"v(k, l, ls, lo, hi, n, u) {tail})",
+    ], params
+
+
+def one_trip(
+    connection: Any, statements: Sequence[str], params: Sequence[Any], *, synchronous: bool = True,
+    fetch: int | None = None,
+) -> Any:
+    """``statements`` in one transaction (BEGIN, them, COMMIT) sent to PostgreSQL as one string,
+    parameters bound on the client as Django's own cursor binds them; the rows of
+    ``statements[fetch]`` if given. ``synchronous=False`` commits without waiting for the disk
+    (see :meth:`DatabaseSink.write_many`). An error rolls back and is raised as Django's."""
+    import psycopg
+
+    head = ["BEGIN"] if synchronous else ["BEGIN", "SET LOCAL synchronous_commit TO off"]
     connection.ensure_connection()
     raw = connection.connection
     cur = psycopg.ClientCursor(raw)
     try:
         with connection.wrap_database_errors:  # Django's IntegrityError, as through its cursor
-            cur.execute(";".join(statements), params)
+            cur.execute(";".join([*head, *statements, "COMMIT"]), params)
+            if fetch is None:
+                return None
+            for _ in range(len(head) + fetch):
+                cur.nextset()
+            return cur.fetchall()
     except BaseException:
         # The failed statement aborted the transaction and the rest of the string was skipped.
         if raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
@@ -426,7 +467,6 @@ def _write_one_trip(connection: Any, batches: Sequence[Batch], now: float, synch
         raise
     finally:
         cur.close()
-    return pks
 
 
 def _sqlite_rows_per_statement(connection: Any) -> int:
