@@ -318,7 +318,7 @@ def test_runs_lists_and_filters(runs):
     lines = text.splitlines()
     assert lines[0].split()[:4] == ["id", "name", "project", "status"]
     assert "params.lr" in lines[0] and "tags.stage" in lines[0] and len(lines) == 5
-    assert run("tracker_runs", project="nobody")[0].strip() == "No runs match."
+    assert run("tracker_runs", name="no-such-run")[0].strip() == "No runs match."
 
 
 def test_runs_bad_filters(runs):
@@ -327,6 +327,9 @@ def test_runs_bad_filters(runs):
     assert fails("tracker_runs", since="yesterday").returncode == EXIT_USAGE
     assert fails("tracker_runs", status=["sleeping"]).returncode == EXIT_USAGE
     assert fails("tracker_runs", columns=["params.nope"]).returncode == EXIT_USAGE
+    # a misspelt project is an error naming the known ones, as for `tracker datasets`
+    err = fails("tracker_runs", project="no-such-project")
+    assert err.returncode == EXIT_USAGE and "There is no project named 'no-such-project'" in str(err)
 
 
 def test_run_show(runs):

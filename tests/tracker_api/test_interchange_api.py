@@ -9,6 +9,7 @@ import time
 
 import pandas as pd
 import pytest
+from django.contrib.auth import get_user_model
 
 import tracker
 from api_support import make_world
@@ -315,6 +316,30 @@ def test_label_studio_export_imports_into_another_project_unchanged(db):
     assert renamed.status_code == 201 and renamed.json()["tasks"] == ["mood"]
     set_role("copy", world.users["viewer"], "viewer")
     assert post(world.client("viewer"), "/api/label-studio/import/?project=copy", exported).status_code == 403
+
+
+def test_only_a_project_admin_imports_annotations_under_other_peoples_names(db):
+    world = make_world()
+    task = [{"data": {"text": "fine"}, "meta": {"external_id": "x1"},
+             "annotations": [{"completed_by": {"email": "mallory@example.org"},
+                              "result": [{"from_name": "mood", "to_name": "text", "type": "choices",
+                                          "value": {"choices": ["pos"]}}]}]}]
+    before = (Sample.objects.count(), get_user_model().objects.count())
+    r = post(world.client("editor"), "/api/label-studio/import/?project=own", task)
+    assert r.status_code == 403, r.content
+    assert "'mallory@example.org'" in r.json()["detail"] and "admin role in project 'own'" in r.json()["detail"]
+    assert (Sample.objects.count(), get_user_model().objects.count()) == before  # no sample, no account
+    assert not Annotation.objects.exists()
+    # ?annotator= naming someone else is the same thing
+    mine = [{**task[0], "annotations": [{k: v for k, v in task[0]["annotations"][0].items() if k != "completed_by"}]}]
+    r = post(world.client("editor"), "/api/label-studio/import/?project=own&annotator=alice", mine)
+    assert r.status_code == 403 and "'alice'" in r.json()["detail"]
+    # the editor's own annotations are fine; an admin may attribute to anyone
+    r = post(world.client("editor"), "/api/label-studio/import/?project=own", mine)
+    assert r.status_code == 201, r.content
+    r = post(world.client("admin"), "/api/label-studio/import/?project=own", task)
+    assert r.status_code == 201, r.content
+    assert sorted(Annotation.objects.values_list("annotator__username", flat=True)) == ["editor", "mallory@example.org"]
 
 
 @pytest.mark.parametrize("body", [

@@ -44,12 +44,18 @@ def test_a_bad_point_stores_nothing_of_its_batch(db):
     for bad in ({"key": "loss", "step": "x", "value": 1}, {"key": "", "step": 1, "value": 1},
                 {"key": "loss", "step": 1, "value": "high"}, {"key": "loss", "step": 1, "value": True},
                 {"key": "loss", "step": 2**70, "value": 1}, {"key": "loss", "step": 1}, "loss=1",
-                {"key": "loss", "step": 1, "value": 1, "timestamp": "now"}):
+                {"key": "loss", "step": 1, "value": 1, "timestamp": "now"},
+                {"key": "loss", "step": 1, "value": 1, "timestamp": -2.9e261},  # found by schemathesis
+                {"key": "loss", "step": 1, "value": 1, "timestamp": 1e12}):
         r = post(c, f"/api/runs/{uid}/metrics/", {"points": [*good, bad]})
         assert r.status_code == 400, (bad, r.content)
         assert "Point 100" in r.json()["detail"] and "Nothing of this batch" in r.json()["detail"]
     assert not Metric.objects.exists()
     assert post(c, f"/api/runs/{uid}/metrics/", {"points": "nope"}).status_code == 400
+    r = post(c, f"/api/runs/{uid}/metrics/", {"points": [{"key": "loss", "step": 1, "value": 1, "timestamp": 1e12}]})
+    assert "send unix seconds between 0 (1970) and 253402300799 (the year 9999)" in r.json()["detail"]
+    r = post(c, f"/api/runs/{uid}/metrics/", {"points": [{"key": "loss", "step": 1, "value": 1, "timestamp": 0}]})
+    assert r.status_code == 201
 
 
 def test_nan_and_infinity_travel_and_history_downsamples_keeping_extremes(db):

@@ -7,7 +7,7 @@ import math
 import os
 import tempfile
 from datetime import timezone as dt_timezone
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -508,8 +508,14 @@ def import_label_studio(
     *,
     tasks: Mapping[str, str] | None = None,
     annotator: Any = None,
+    authorize: Callable[[set[str]], None] | None = None,
 ) -> dict[str, Any]:
-    """Samples, annotations and predictions from a Label Studio JSON export; see the facade."""
+    """Samples, annotations and predictions from a Label Studio JSON export; see the facade.
+
+    ``authorize(usernames)``, if given, is called with the names the annotations would be
+    stored under, before anything is written, and raises to refuse (the API: only a project
+    admin may attribute annotations to other people).
+    """
     from tracker.services import imports
 
     what = "import_label_studio"
@@ -618,6 +624,8 @@ def import_label_studio(
             latest[key] = (when, i)
     superseded = len(ann_rows) - len(latest)
     ann_rows = [ann_rows[i] for _, i in sorted(latest.values(), key=lambda x: x[1])]
+    if authorize is not None:
+        authorize({row[2] for row in ann_rows})
     with no_gc(), transaction.atomic(), sqlite_bulk():
         proj = get_or_create_project(project)
         for name, kind in kinds.items():

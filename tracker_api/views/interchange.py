@@ -19,7 +19,8 @@ from rest_framework.response import Response
 from tracker import conf
 from tracker.exceptions import DatasetNotFound, InvalidValue, RunNotFound
 from tracker.models import AnnotationTask, DatasetVersion, MetricSummary, Project, Run, RunInput
-from tracker_api import frames
+from tracker.services import access
+from tracker_api import frames, permissions
 from tracker_api.base import ProjectScopedViewSet, query_flag
 from tracker_api.serializers import interchange as s
 from tracker_api.serializers.datasets import VersionSerializer
@@ -369,9 +370,25 @@ class LabelStudioViewSet(ProjectScopedViewSet):
         if not isinstance(body, list):
             raise InvalidValue("The body is a Label Studio JSON export: a list of tasks.")
         project = self.project_for(q["project"], "editor", create=True)
-        annotator = q.get("annotator") or request.user.get_username()
+        me = request.user.get_username()
+        annotator = q.get("annotator") or me
+
+        def authorize(names: set[str]) -> None:
+            # Annotations under other people's names: an editor could otherwise put words in
+            # anyone's mouth (and create accounts by naming them). A project admin may.
+            others = sorted(names - {me})
+            if others and not access.has_role(permissions.role_in(request, project.pk), "admin"):
+                from tracker.exceptions import PermissionDenied
+
+                shown = ", ".join(repr(n) for n in others[:5]) + (" ..." if len(others) > 5 else "")
+                raise PermissionDenied(
+                    f"This import stores annotations under other users' names ({shown}); that needs "
+                    f"the admin role in project {project.name!r}. Ask an admin to import it, or "
+                    f"import your own annotations only. Nothing was imported."
+                )
+
         try:
-            counts = import_label_studio(project, body, tasks=mapping, annotator=annotator)
+            counts = import_label_studio(project, body, tasks=mapping, annotator=annotator, authorize=authorize)
         except (AttributeError, KeyError, TypeError) as exc:
             # A structure the export format does not have (a list where an object belongs):
             # the document's fault, and the import's transaction stored nothing.

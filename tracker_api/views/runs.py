@@ -31,6 +31,7 @@ from tracker_api.streaming import SpooledUpload, file_chunks, stream
 
 _SPECIAL = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 MAX_HISTORY_POINTS = 1_000_000
+MAX_TIMESTAMP = 253_402_300_799.0  # 9999-12-31T23:59:59Z, the last second Python's datetime holds
 
 
 def sink_write(run: Any, points: Any, fields: Any, *, synchronous: bool = True) -> int:
@@ -150,8 +151,11 @@ def parse_points(points: list[Any], now: float) -> list[tuple[str, int, float, f
                 if isinstance(ts, bool) or not isinstance(ts, (int, float)):
                     raise InvalidValue(f"Metric {k!r}: timestamp must be unix seconds (a number), not {ts!r:.40}.")
                 ts = float(ts)
-            if not math.isfinite(ts):
-                raise InvalidValue(f"Metric {k!r}: timestamp {ts} is not a time.")
+            if not math.isfinite(ts) or not 0 <= ts <= MAX_TIMESTAMP:
+                raise InvalidValue(
+                    f"Metric {k!r}: timestamp {ts:.6g} is not a time; send unix seconds between 0 "
+                    f"(1970) and {MAX_TIMESTAMP:.0f} (the year 9999), or leave it out for now."
+                )
         except InvalidValue as exc:
             raise InvalidValue(f"Point {i}: {exc} Nothing of this batch was stored.") from None
         append((k, step, v, ts))

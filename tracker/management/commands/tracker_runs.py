@@ -67,6 +67,10 @@ class Command(TrackerCommand):
 
         if limit < 0:
             raise CommandFailed(f"--limit must be 0 (all) or more, not {limit}.", EXIT_USAGE)
+        if project is not None:
+            from tracker.services.projects import get_project
+
+            get_project(project)  # a misspelt project is an error (as `tracker datasets`), not "No runs match."
         qs = core.filter_runs(
             project,
             status=status,
