@@ -320,8 +320,11 @@ def test_ctrl_c_during_an_import_exits_130_and_stores_nothing(subprocess_env, tm
     with open(path, "w") as fh:
         fh.write("id,text,n\n")
         fh.writelines(f"r{i},text of row {i},{i}\n" for i in range(1_000_000))
+    # SIG_DFL: a runner started in the background has SIGINT ignored, which children inherit,
+    # and Python then installs no KeyboardInterrupt handler (a terminal's Ctrl-C has it).
     proc = subprocess.Popen([TRACKER, "import-samples", "big", str(path), "--progress"], env=subprocess_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = b""
     try:
         while b"import big.csv" not in seen:  # the bar: the import has begun

@@ -199,7 +199,8 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("POST", "/api/label-studio/import/", "editor", 201, kind="create",
              query=lambda o: f"project={o['project_name']}",
              body=lambda o: [{"data": {"text": "imported"}, "meta": {"external_id": "ls-1"},
-                              "annotations": [{"completed_by": {"username": "ls-user"}, "result": [
+                              # no completed_by: the caller's own (other names need admin)
+                              "annotations": [{"result": [
                                   {"from_name": "ls-sentiment", "type": "choices",
                                    "value": {"choices": ["pos"]}}]}]}]),
 ]

@@ -220,6 +220,28 @@ def test_typed_frames_are_the_notebook_apis_frames(db):
     assert c.get(f"/api/runs/{b.uid}/history/?wide=perhaps").status_code == 400
 
 
+def test_run_id_prefixes_resolve_among_visible_runs_only(db):
+    world = make_world()
+    c = world.client("viewer")
+
+    def compare(*refs):
+        return post(c, "/api/runs/compare/", {"runs": list(refs)})
+
+    mine = Run.objects.create(project=world.own, name="mine", uid="abcd1111")
+    twin = Run.objects.create(project=world.own, name="twin", uid="abce2222")
+    Run.objects.create(project=world.foreign, name="theirs", uid="abcd9999")
+    # the foreign run shares the prefix but is not visible: the prefix is unique for this user
+    table = frames.decode(compare("abcd", twin.uid).json())
+    pd.testing.assert_frame_equal(table, tracker.compare([mine.uid, twin.uid]))
+    r = compare("abc", twin.uid)  # 3 characters: too short for a prefix
+    assert r.status_code == 404 and "no run 'abc'" in r.json()["detail"]
+    Run.objects.create(project=world.own, name="another", uid="abcd3333")
+    r = compare("abcd", twin.uid)
+    assert r.status_code == 404 and "matches several runs" in r.json()["detail"]
+    r = compare("abcd9999", twin.uid)
+    assert r.status_code == 404 and "theirs" not in r.content.decode()
+
+
 def test_resume_with_a_changed_param_changes_nothing(db):
     world = make_world()
     c = world.client("editor")
@@ -302,10 +324,17 @@ def test_label_studio_export_imports_into_another_project_unchanged(db):
     world = make_world()
     _labelled(world)
     editor = world.client("editor")
-    exported = editor.get("/api/label-studio/export/?project=own").json()
-    from tracker.services.interchange import export_label_studio
+    r = editor.get("/api/label-studio/export/?project=own")
+    assert r.streaming and r["Content-Type"] == "application/json"  # never built whole in memory
+    exported = json.loads(b"".join(r.streaming_content))
+    from tracker.services.interchange import export_label_studio, iter_label_studio
 
     assert exported == json.loads(json.dumps(export_label_studio(world.own), default=str))
+    # page by page (3 samples a round of queries) gives the same tasks in the same order
+    assert list(iter_label_studio(world.own, page=3)) == export_label_studio(world.own)
+    assert [t["meta"]["external_id"] for t in iter_label_studio(world.own, page=3, samples=[]) ] == []
+    r = editor.get("/api/label-studio/export/?project=own&task=nope")
+    assert r.status_code == 404 and "nope" in r.json()["detail"]
     r = post(editor, "/api/label-studio/import/?project=copy", exported)
     assert r.status_code == 201, r.content
     assert r.json() == {"samples": 8, "annotations": 24, "predictions": 0, "superseded": 0, "tasks": ["sentiment"]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -45,6 +46,14 @@ def _call(client, ep: Endpoint, objs: dict, world) -> object:
     return getattr(client, ep.method.lower())(path, **kwargs)
 
 
+def _json(response: Any) -> Any:
+    if not response.get("Content-Type", "").startswith("application/json"):
+        return None
+    if response.streaming:  # streamed exports (Label Studio JSON)
+        return json.loads(b"".join(response.streaming_content))
+    return response.json()
+
+
 @pytest.mark.parametrize("side", SIDES)
 @pytest.mark.parametrize("who", WHO)
 @pytest.mark.parametrize("ep", [e for e in ENDPOINTS if e.kind != "global"], ids=lambda e: e.id)
@@ -55,7 +64,7 @@ def test_project_endpoint(db, ep: Endpoint, who: str, side: str) -> None:
     response = _call(world.client(None if who == "anonymous" else who), ep, objs, world)
     want = expected(ep, who, side)
     assert response.status_code == want, (response.status_code, response.content[:500])
-    body = response.json() if response.get("Content-Type", "").startswith("application/json") else None
+    body = _json(response)
     if want >= 400:
         assert set(body) >= {"detail", "code"}, body
     if want == 404 and ep.kind == "object":

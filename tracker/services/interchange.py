@@ -7,7 +7,7 @@ import math
 import os
 import tempfile
 from datetime import timezone as dt_timezone
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -338,6 +338,23 @@ def export_label_studio(
     samples: Iterable[Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Samples with their annotations and predictions as Label Studio tasks; see the facade."""
+    out = list(iter_label_studio(project, task, samples=samples))
+    if path is not None:
+        _atomic_write(Path(path), lambda fh: json.dump(out, fh, ensure_ascii=False))
+    return out
+
+
+def iter_label_studio(
+    project: str | Project,
+    task: str | AnnotationTask | Iterable[str | AnnotationTask] | None = None,
+    *,
+    samples: Iterable[Any] | None = None,
+    page: int = 2000,
+) -> Iterator[dict[str, Any]]:
+    """:func:`export_label_studio`'s tasks one at a time, reading ``page`` samples (and their
+    annotations and predictions) per round of queries: memory is bounded by a page, not the
+    project (the API streams this). Not a snapshot: a label saved during a long export may be
+    in it or not. Unknown project or task names raise before the first task is produced."""
     from django.contrib.auth import get_user_model
 
     proj = get_project(project)
@@ -347,85 +364,104 @@ def export_label_studio(
         tasks = [get_task(proj, task)]
     else:
         tasks = [get_task(proj, t) for t in task]
+    return _label_studio_pages(proj, tasks, samples, page, get_user_model())
+
+
+def _label_studio_pages(proj: Project, tasks: list[AnnotationTask], samples: Iterable[Any] | None, page: int, User: Any) -> Iterator[dict[str, Any]]:
     by_pk = {t.pk: t for t in tasks}
     qs = Sample.objects.filter(project=proj).order_by("pk")
     wanted: set[int] | None = None
     if samples is not None:
         wanted = {s.pk if isinstance(s, Sample) else s for s in samples}
-    if any(t.kind == "boxes" for t in tasks):
-        # Image sizes may come from stored media files, which need real model instances.
-        sample_list = [s for s in qs if wanted is None or s.pk in wanted]
-    else:
-        sample_list = [
-            _SampleData(*row)
-            for row in qs.values_list("pk", "external_id", "data", "metadata", "media_uri")
-            if wanted is None or row[0] in wanted
-        ]
-    sample_by_pk = {s.pk: s for s in sample_list}
-    users = {
-        u[0]: {"id": u[0], "username": u[1], "email": u[2], "first_name": u[3], "last_name": u[4]}
-        for u in get_user_model().objects.filter(tracker_annotations__task__in=tasks).distinct().values_list(
-            "pk", "username", "email", "first_name", "last_name"
-        )
-    }
-    reviewers = dict(get_user_model().objects.filter(pk__in=Annotation.objects.filter(
-        task__in=tasks, reviewed_by__isnull=False).values("reviewed_by")).values_list("pk", "username"))
-    anns: dict[int, dict[int, list[tuple]]] = {}
-    for row in Annotation.objects.filter(task__in=tasks).order_by("pk").values_list(
-        "pk", "sample_id", "task_id", "annotator_id", "value", "status", "review_comment",
-        "reviewed_by_id", "created_at", "updated_at",
-    ):
-        if row[1] in sample_by_pk:
+    # Image sizes may come from stored media files, which need real model instances.
+    instances = any(t.kind == "boxes" for t in tasks)
+    users: dict[int, dict[str, Any]] = {}
+    reviewers: dict[int, str] = {}
+
+    def user(pk: int) -> dict[str, Any]:
+        if pk not in users:
+            for u in User.objects.filter(pk=pk).values_list("pk", "username", "email", "first_name", "last_name"):
+                users[u[0]] = {"id": u[0], "username": u[1], "email": u[2], "first_name": u[3], "last_name": u[4]}
+        return users[pk]
+
+    def reviewer(pk: int | None) -> str | None:
+        if pk is None:
+            return None
+        if pk not in reviewers:
+            reviewers[pk] = User.objects.filter(pk=pk).values_list("username", flat=True).first()
+        return reviewers[pk]
+
+    last = 0
+    while True:
+        chunk = qs.filter(pk__gt=last)
+        if instances:
+            sample_list = list(chunk[:page])
+        else:
+            sample_list = [
+                _SampleData(*row)
+                for row in chunk.values_list("pk", "external_id", "data", "metadata", "media_uri")[:page]
+            ]
+        if not sample_list:
+            return
+        last = sample_list[-1].pk
+        if wanted is not None:
+            sample_list = [s for s in sample_list if s.pk in wanted]
+        pks = [s.pk for s in sample_list]
+        anns: dict[int, dict[int, list[tuple]]] = {}
+        for row in Annotation.objects.filter(task__in=tasks, sample_id__in=pks).order_by("pk").values_list(
+            "pk", "sample_id", "task_id", "annotator_id", "value", "status", "review_comment",
+            "reviewed_by_id", "created_at", "updated_at",
+        ):
             anns.setdefault(row[1], {}).setdefault(row[3], []).append(row)
-    preds: dict[int, dict[str, list[tuple]]] = {}
-    for row in Prediction.objects.filter(task__in=tasks).order_by("pk").values_list(
-        "pk", "sample_id", "task_id", "model_version", "value", "score", "created_at"
-    ):
-        if row[1] in sample_by_pk:
+        preds: dict[int, dict[str, list[tuple]]] = {}
+        for row in Prediction.objects.filter(task__in=tasks, sample_id__in=pks).order_by("pk").values_list(
+            "pk", "sample_id", "task_id", "model_version", "value", "score", "created_at"
+        ):
             preds.setdefault(row[1], {}).setdefault(row[3], []).append(row)
-    out = []
-    for s in sample_list:
-        data = dict(s.data)
-        if s.media_uri and "image" not in data:
-            data["image"] = s.media_uri
-        ls_anns = []
-        for user_pk, items in anns.get(s.pk, {}).items():
-            results, ext = [], {}
-            for pk, _, task_id, _, value, status, comment, reviewer, created, updated in items:
-                t = by_pk[task_id]
-                results += _results(t, s, value)
-                ext[t.name] = {
-                    "status": status, "review_comment": comment,
-                    "reviewed_by": reviewers.get(reviewer) if reviewer else None,
-                    "created_at": _iso(created), "updated_at": _iso(updated),
-                }
-            ls_anns.append({
-                "id": items[0][0],
-                "completed_by": users[user_pk],
-                "result": results,
-                "was_cancelled": False,
-                "ground_truth": any(it[5] == Annotation.Status.ACCEPTED for it in items),
-                "created_at": _iso(min(it[8] for it in items)),
-                "updated_at": _iso(max(it[9] for it in items)),
-                _EXT: {"tasks": ext},
-            })
-        ls_preds = []
-        for version, items in preds.get(s.pk, {}).items():
-            results = []
-            for _, _, task_id, _, value, score, _ in items:
-                results += _results(by_pk[task_id], s, value, score)
-            scores = [it[5] for it in items if it[5] is not None]
-            ls_preds.append({
-                "id": items[0][0], "model_version": version, "score": min(scores) if scores else None,
-                "result": results, "created_at": _iso(min(it[6] for it in items)),
-            })
-        out.append({
-            "id": s.pk, "data": data, "annotations": ls_anns, "predictions": ls_preds,
-            "meta": {"external_id": s.external_id, "metadata": s.metadata},
+        for s in sample_list:
+            yield _label_studio_task(s, anns.get(s.pk, {}), preds.get(s.pk, {}), by_pk, user, reviewer)
+
+
+def _label_studio_task(s: Any, anns: dict[int, list[tuple]], preds: dict[str, list[tuple]], by_pk: dict[int, AnnotationTask],
+                       user: Any, reviewer: Any) -> dict[str, Any]:
+    data = dict(s.data)
+    if s.media_uri and "image" not in data:
+        data["image"] = s.media_uri
+    ls_anns = []
+    for user_pk, items in anns.items():
+        results, ext = [], {}
+        for pk, _, task_id, _, value, status, comment, reviewed_by, created, updated in items:
+            t = by_pk[task_id]
+            results += _results(t, s, value)
+            ext[t.name] = {
+                "status": status, "review_comment": comment,
+                "reviewed_by": reviewer(reviewed_by),
+                "created_at": _iso(created), "updated_at": _iso(updated),
+            }
+        ls_anns.append({
+            "id": items[0][0],
+            "completed_by": user(user_pk),
+            "result": results,
+            "was_cancelled": False,
+            "ground_truth": any(it[5] == Annotation.Status.ACCEPTED for it in items),
+            "created_at": _iso(min(it[8] for it in items)),
+            "updated_at": _iso(max(it[9] for it in items)),
+            _EXT: {"tasks": ext},
         })
-    if path is not None:
-        _atomic_write(Path(path), lambda fh: json.dump(out, fh, ensure_ascii=False))
-    return out
+    ls_preds = []
+    for version, items in preds.items():
+        results = []
+        for _, _, task_id, _, value, score, _ in items:
+            results += _results(by_pk[task_id], s, value, score)
+        scores = [it[5] for it in items if it[5] is not None]
+        ls_preds.append({
+            "id": items[0][0], "model_version": version, "score": min(scores) if scores else None,
+            "result": results, "created_at": _iso(min(it[6] for it in items)),
+        })
+    return {
+        "id": s.pk, "data": data, "annotations": ls_anns, "predictions": ls_preds,
+        "meta": {"external_id": s.external_id, "metadata": s.metadata},
+    }
 
 
 def _read_source(source: Any) -> list[dict[str, Any]]:

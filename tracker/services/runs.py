@@ -196,6 +196,23 @@ def status_for_exit(exc: BaseException | None) -> tuple[str, str]:
 
 
 # -- resolving -------------------------------------------------------------------------------
+def lookup_uid(qs: QuerySet, uid: str) -> Run | None:
+    """The run of ``qs`` whose id is ``uid``, else the one whose id starts with it (given
+    UID_PREFIX_MIN characters or more), else None.
+
+    Raises:
+        RunNotFound: the prefix matches several runs of ``qs``.
+    """
+    qs = qs.select_related("project", "parent")
+    found = qs.filter(uid=uid).first()
+    if found is None and len(uid) >= UID_PREFIX_MIN:
+        matches = list(qs.filter(uid__startswith=uid)[:2])
+        if len(matches) > 1:
+            raise RunNotFound(f"The run id prefix {uid!r} matches several runs; give more characters of the id.")
+        found = matches[0] if matches else None
+    return found
+
+
 def resolve(ref: Any) -> Run:
     """The Run for a uid (or unique prefix of 4+ characters), a handle, a Run or a pk."""
     if isinstance(ref, Run):
@@ -221,19 +238,9 @@ def resolve(ref: Any) -> Run:
     if found is None:
         # Perhaps a run of this process whose row the flusher has not written yet.
         metrics_core.flush_pending()
-        found = Run.objects.filter(uid=uid).select_related("project", "parent").first()
+        found = lookup_uid(Run.objects.all(), uid)
     if found is not None:
         return found
-    if len(uid) >= UID_PREFIX_MIN:
-        matches = list(
-            Run.objects.filter(uid__startswith=uid).select_related("project", "parent")[:2]
-        )
-        if len(matches) == 1:
-            return matches[0]
-        if len(matches) > 1:
-            raise RunNotFound(
-                f"The run id prefix {uid!r} matches several runs; give more characters of the id."
-            )
     raise RunNotFound(
         f"There is no run with id {uid!r}. List runs with tracker.runs_frame(project=...) to "
         f"find its id."

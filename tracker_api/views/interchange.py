@@ -59,13 +59,9 @@ class _RunLookup:
 
     def visible_run(self: Any, ref: str) -> Run:
         """The visible run with this id, or the one visible run whose id starts with it (4+)."""
-        qs = self.scope(Run.objects.select_related("project", "parent"))
-        found = qs.filter(uid=ref).first()
-        if found is None and len(ref) >= 4:
-            matches = list(qs.filter(uid__startswith=ref)[:2])
-            if len(matches) > 1:
-                raise RunNotFound(f"The run id prefix {ref!r} matches several runs; give more characters of the id.")
-            found = matches[0] if matches else None
+        from tracker.services.runs import lookup_uid
+
+        found = lookup_uid(self.scope(Run.objects.all()), ref)
         if found is None:
             raise RunNotFound(f"There is no run {ref!r} in a project you are a member of.")
         return found
@@ -328,14 +324,17 @@ class LabelStudioViewSet(ProjectScopedViewSet):
     @action(detail=False, methods=["get"])
     def export(self, request: Any) -> Response:
         """The project's samples as Label Studio tasks, with every annotation (review status in
-        a ``tracker`` key, so re-importing gives identical annotations) and prediction."""
-        from tracker.services.interchange import export_label_studio
+        a ``tracker`` key, so re-importing gives identical annotations) and prediction.
+        Streamed, a page of samples at a time: the server never holds the whole export."""
+        from tracker.services.interchange import iter_label_studio
+        from tracker_api.streaming import json_array, stream
 
         q = request.query_params
         if not q.get("project"):
             raise InvalidValue("Name the project: ?project=<name>.")
         project = self.project_for(q["project"], "viewer")
-        return Response(export_label_studio(project, q.getlist("task") or None))
+        items = iter_label_studio(project, q.getlist("task") or None)  # unknown tasks raise here
+        return stream(request, json_array(items), content_type="application/json")
 
     @extend_schema(
         operation_id="label_studio_import",
