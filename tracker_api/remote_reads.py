@@ -280,7 +280,9 @@ class RemoteDatasetVersion(_RemoteSnapshot, DatasetVersion):
     snapshot, downloaded once and checked."""
 
     def diff(self, other: Any) -> Any:
-        raise not_remote("DatasetVersion.diff()", "Compare the versions' rows: v1.to_pandas() and v2.to_pandas().")
+        """What changed from this version to ``other``, computed by the server (see
+        :meth:`tracker.DatasetVersion.diff`)."""
+        return _diff(self.id, other)
 
     def runs(self) -> list[Any]:
         raise not_remote("DatasetVersion.runs()", "Find the runs with tracker.runs(project=...) and their run.inputs().")
@@ -289,11 +291,26 @@ class RemoteDatasetVersion(_RemoteSnapshot, DatasetVersion):
         raise not_remote("DatasetVersion.samples() (a queryset)", "Read the version's rows with to_pandas().")
 
 
+def _diff(version_id: int, other: Any) -> Any:
+    from tracker.services.datasets import DatasetDiff
+
+    if not isinstance(other, (RemoteDatasetVersion, AsyncRemoteDatasetVersion)):
+        raise te.InvalidValue(
+            f"diff() compares two dataset versions on the server; got a {type(other).__name__}. Use "
+            f"tracker.get_dataset(name, version=N) to get the other one."
+        )
+    _, found = client().request(
+        "GET", f"/api/dataset-versions/{version_id}/diff/{query({'other': other.id})}", what="dataset version diff"
+    )
+    return DatasetDiff(**{k: found[k] for k in ("old", "new", "added", "removed", "changed", "moved", "unchanged")})
+
+
 class AsyncRemoteDatasetVersion(_RemoteSnapshot, AsyncDatasetVersion):
     """The async twin of :class:`RemoteDatasetVersion`."""
 
     async def diff(self, other: Any) -> Any:
-        raise not_remote("DatasetVersion.diff()", "Compare the versions' rows: v1.to_pandas() and v2.to_pandas().")
+        """Awaitable :meth:`RemoteDatasetVersion.diff`."""
+        return await _to_thread(_diff, self.id, other)
 
     async def runs(self) -> list[Any]:
         raise not_remote("DatasetVersion.runs()", "Find the runs with tracker.runs(project=...) and their run.inputs().")

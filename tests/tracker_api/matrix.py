@@ -139,6 +139,7 @@ ENDPOINTS: list[Endpoint] = [
              body=lambda o: {"project": o["project_name"], "name": "api-made", "splits": {"a": 0.5, "b": 0.5}}),
     Endpoint("GET", "/api/dataset-versions/{id}/", "viewer", obj="version"),
     Endpoint("GET", "/api/dataset-versions/{id}/export/", "viewer", obj="version"),
+    Endpoint("GET", "/api/dataset-versions/{id}/diff/", "viewer", obj="version", query=lambda o: f"other={o['version']}"),
     # annotation
     Endpoint("GET", "/api/tasks/", "viewer", kind="list", query=lambda o: f"project={o['project_name']}"),
     Endpoint("POST", "/api/tasks/", "editor", 201, kind="create",

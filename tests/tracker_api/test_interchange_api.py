@@ -117,6 +117,27 @@ def test_deleting_samples_never_changes_a_frozen_version(db):
     assert tracker.get_dataset("ds").to_pandas()["id"].tolist() == [row["id"] for row in before]
 
 
+def test_version_diff_over_the_api_and_its_bad_input(db):
+    world = make_world()
+    c = world.client("viewer")
+    _samples(world.own)
+    v1 = _version(world.own)
+    _samples(world.own, n=8)  # two more samples
+    v2 = _version(world.own)
+    _samples(world.foreign, prefix="f")
+    theirs = _version(world.foreign, name="theirs")
+    r = c.get(f"/api/dataset-versions/{v1.id}/diff/?other={v2.id}")
+    assert r.status_code == 200, r.content
+    local = tracker.get_dataset("ds", version=1).diff(tracker.get_dataset("ds", version=2))
+    assert r.json() == {"old": local.old, "new": local.new, "added": ["s6", "s7"], "removed": [], "changed": [],
+                        "moved": local.moved, "unchanged": local.unchanged}
+    for bad in ("", "?other=", "?other=two", "?other=-1", "?other=1e3"):
+        r = c.get(f"/api/dataset-versions/{v1.id}/diff/{bad}")
+        assert r.status_code == 400 and "other must be the id of a dataset version" in r.json()["detail"], bad
+    r = c.get(f"/api/dataset-versions/{v1.id}/diff/?other={theirs.id}")  # a version the user cannot see
+    assert r.status_code == 404 and "foreign" not in r.content.decode()
+
+
 def test_a_task_with_annotations_needs_force(db):
     from tracker.services.labeling import add_predictions, annotate
     from tracker.services.queue import next_samples

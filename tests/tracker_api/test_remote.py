@@ -624,3 +624,58 @@ def test_a_durable_remote_run_asks_the_server_to_commit_durably(monkeypatch):
     plain._buf.log_metric("loss", 1.0, step=0)
     plain.flush()
     assert sent == [f"/api/runs/{'d' * 16}/metrics/?durable=true", f"/api/runs/{'p' * 16}/metrics/"]
+
+
+DIFF_CLIENT = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    import tracker
+
+    tracker.configure()
+    v1, v2 = tracker.get_dataset("ds", version=1), tracker.get_dataset("ds", version=2)
+    d = v1.diff(v2)
+    res = {"sync": [d.old, d.new, d.added, d.removed, d.changed, d.moved, d.unchanged, bool(v1.diff(v1))]}
+
+    async def main():
+        a1 = await tracker.aio.get_dataset("ds", version=1)
+        a2 = await tracker.aio.get_dataset("ds", version=2)
+        d = await a1.diff(a2)
+        res["async"] = [d.old, d.new, d.added, d.removed, d.changed, d.moved, d.unchanged]
+        try:
+            await a1.diff("v2")
+        except tracker.TrackerError as e:
+            res["bad"] = [type(e).__name__, str(e)[:80]]
+
+    asyncio.run(main())
+    json.dump(res, open(sys.argv[1], "w"))
+    """
+)
+
+
+def test_dataset_diff_works_remotely_and_is_the_local_diff(subprocess_env, tmp_path: Path):
+    import tracker
+    from tracker.models import Project, Sample
+    from tracker.services.datasets import create_dataset
+    from tracker.services.samples import add_samples
+
+    key = _editor_key()
+    project = Project.objects.get(name="remote")
+    add_samples(project, [{"id": f"s{i}", "text": f"t{i}"} for i in range(6)])
+    create_dataset("ds", Sample.objects.filter(project=project), project=project, splits={"a": 0.5, "b": 0.5}, progress=False)
+    add_samples(project, [{"id": "s3", "text": "edited"}, {"id": "s9", "text": "new"}])
+    create_dataset("ds", Sample.objects.filter(project=project).exclude(external_id="s0"), project=project,
+                   splits={"a": 0.5, "b": 0.5}, progress=False)
+    server = start_server(subprocess_env)
+    try:
+        env = _client_env(subprocess_env, server.url, key)
+        done = subprocess.run([sys.executable, "-c", DIFF_CLIENT, str(tmp_path / "res.json")], env=env,
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        stop_server(server)
+    assert done.returncode == 0, done.stderr[-3000:]
+    res = json.loads((tmp_path / "res.json").read_text())
+    local = tracker.get_dataset("ds", version=1).diff(tracker.get_dataset("ds", version=2))
+    want = [local.old, local.new, local.added, local.removed, local.changed, local.moved, local.unchanged]
+    assert res["sync"] == [*want, False] and res["async"] == want
+    assert (local.added, local.removed, local.changed) == (["s9"], ["s0"], ["s3"])
+    assert res["bad"][0] == "InvalidValue" and "two dataset versions" in res["bad"][1]

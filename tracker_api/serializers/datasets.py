@@ -68,3 +68,15 @@ class ImportReportSerializer(serializers.Serializer):
     stored = serializers.BooleanField()
     seconds = serializers.FloatField()
     errors = RowErrorSerializer(many=True)
+
+
+class DiffSerializer(serializers.Serializer):
+    """What changed from one version to another, by sample id (``tracker.DatasetDiff``)."""
+
+    old = serializers.CharField(help_text="The version compared from, as 'name vN'.")
+    new = serializers.CharField(help_text="The version compared to.")
+    added = serializers.ListField(child=serializers.CharField(), help_text="In new, not in old.")
+    removed = serializers.ListField(child=serializers.CharField(), help_text="In old, not in new.")
+    changed = serializers.ListField(child=serializers.CharField(), help_text="Data, metadata, media or labels differ.")
+    moved = serializers.ListField(child=serializers.CharField(), help_text="In another split.")
+    unchanged = serializers.IntegerField()

@@ -94,6 +94,30 @@ class VersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectSc
         return Response(s.VersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
+        parameters=[OpenApiParameter("other", int, required=True, description="The id of the version to compare to.")],
+        responses=s.DiffSerializer,
+    )
+    @action(detail=True, methods=["get"])
+    def diff(self, request: Any, pk: Any = None) -> Response:
+        """What changed from this version to ``other`` (``v1.diff(v2)`` in Python): samples
+        added, removed, changed (data, metadata, media or labels) and moved to another split.
+        Both versions must be in projects you can read."""
+        import dataclasses
+
+        from tracker.exceptions import DatasetNotFound
+        from tracker.services.datasets import diff_versions
+
+        version = self.get_object()
+        raw = request.query_params.get("other", "")
+        if not raw.isdigit() or len(raw) > 18:
+            raise InvalidValue(f"other must be the id of a dataset version (an integer), not {raw[:40]!r}.")
+        other = self.get_queryset().filter(pk=int(raw)).first()
+        if other is None:
+            raise DatasetNotFound(f"There is no dataset version {raw} in a project you are a member of.")
+        found = diff_versions(version.pk, other.pk)
+        return Response(s.DiffSerializer(dataclasses.asdict(found)).data)
+
+    @extend_schema(
         parameters=[
             OpenApiParameter("export_format", enum=list(EXPORT_TYPES), default="jsonl",
                              description="jsonl (one sample per line), json (an array), parquet or csv."),
