@@ -16,6 +16,7 @@ import os
 import posixpath
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -284,11 +285,41 @@ class RemoteDatasetVersion(_RemoteSnapshot, DatasetVersion):
         :meth:`tracker.DatasetVersion.diff`)."""
         return _diff(self.id, other)
 
-    def runs(self) -> list[Any]:
-        raise not_remote("DatasetVersion.runs()", "Find the runs with tracker.runs(project=...) and their run.inputs().")
+    def runs(self) -> list[RemoteRunInput]:
+        """The runs that used this version (those in projects you can read), oldest use first:
+        records with ``.run`` (a remote run handle), ``.version``, ``.context``, ``.created_at``."""
+        return _version_runs(self)
 
     def samples(self) -> Any:
         raise not_remote("DatasetVersion.samples() (a queryset)", "Read the version's rows with to_pandas().")
+
+
+@dataclass(frozen=True)
+class RemoteRunInput:
+    """Lineage read from the server, as :class:`tracker.models.RunInput` reads locally."""
+
+    run: Any
+    version: Any
+    context: str
+    created_at: dt.datetime
+
+
+def _version_runs(version: Any) -> list[RemoteRunInput]:
+    _, uses = client().request("GET", f"/api/dataset-versions/{version.id}/runs/", what="dataset version runs")
+    uids = list(dict.fromkeys(u["run"] for u in uses))
+    found: dict[str, Any] = {}
+    for start in range(0, len(uids), 500):
+        part = uids[start:start + 500]
+        for data in _search({"ids": part, "page_size": len(part)})["results"]:
+            found[data["id"]] = data
+    handle = AsyncRemoteRun if isinstance(version, AsyncRemoteDatasetVersion) else None
+    out = []
+    for u in uses:
+        if u["run"] not in found:  # deleted between the two reads
+            continue
+        run = attach(found[u["run"]])
+        out.append(RemoteRunInput(handle(run) if handle else run, version, u["context"], parse_time(u["created_at"])))
+    return out
 
 
 def _diff(version_id: int, other: Any) -> Any:
@@ -313,7 +344,8 @@ class AsyncRemoteDatasetVersion(_RemoteSnapshot, AsyncDatasetVersion):
         return await _to_thread(_diff, self.id, other)
 
     async def runs(self) -> list[Any]:
-        raise not_remote("DatasetVersion.runs()", "Find the runs with tracker.runs(project=...) and their run.inputs().")
+        """Awaitable :meth:`RemoteDatasetVersion.runs` (``.run`` is an async handle)."""
+        return await _to_thread(_version_runs, self)
 
     def samples(self) -> Any:
         raise not_remote("DatasetVersion.samples() (a queryset)", "Read the version's rows with to_pandas().")

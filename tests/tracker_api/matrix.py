@@ -140,6 +140,7 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("GET", "/api/dataset-versions/{id}/", "viewer", obj="version"),
     Endpoint("GET", "/api/dataset-versions/{id}/export/", "viewer", obj="version"),
     Endpoint("GET", "/api/dataset-versions/{id}/diff/", "viewer", obj="version", query=lambda o: f"other={o['version']}"),
+    Endpoint("GET", "/api/dataset-versions/{id}/runs/", "viewer", obj="version"),
     # annotation
     Endpoint("GET", "/api/tasks/", "viewer", kind="list", query=lambda o: f"project={o['project_name']}"),
     Endpoint("POST", "/api/tasks/", "editor", 201, kind="create",

@@ -635,12 +635,15 @@ DIFF_CLIENT = textwrap.dedent(
     v1, v2 = tracker.get_dataset("ds", version=1), tracker.get_dataset("ds", version=2)
     d = v1.diff(v2)
     res = {"sync": [d.old, d.new, d.added, d.removed, d.changed, d.moved, d.unchanged, bool(v1.diff(v1))]}
+    res["runs"] = [[type(u.run).__name__, u.run.name, u.run.status, u.context, u.version.version, u.created_at.isoformat()]
+                   for u in v1.runs()]
 
     async def main():
         a1 = await tracker.aio.get_dataset("ds", version=1)
         a2 = await tracker.aio.get_dataset("ds", version=2)
         d = await a1.diff(a2)
         res["async"] = [d.old, d.new, d.added, d.removed, d.changed, d.moved, d.unchanged]
+        res["async_runs"] = [[type(u.run).__name__, u.run.name, u.context] for u in await a1.runs()]
         try:
             await a1.diff("v2")
         except tracker.TrackerError as e:
@@ -665,6 +668,15 @@ def test_dataset_diff_works_remotely_and_is_the_local_diff(subprocess_env, tmp_p
     add_samples(project, [{"id": "s3", "text": "edited"}, {"id": "s9", "text": "new"}])
     create_dataset("ds", Sample.objects.filter(project=project).exclude(external_id="s0"), project=project,
                    splits={"a": 0.5, "b": 0.5}, progress=False)
+    from tracker.models import DatasetVersion, Run
+    from tracker.services.datasets import use_dataset
+
+    v1 = DatasetVersion.objects.get(dataset__name="ds", version=1)
+    trainer = Run.objects.create(project=project, name="trainer", status="finished")
+    use_dataset(trainer, v1.pk, "train")
+    use_dataset(trainer, v1.pk, "eval")
+    hidden = Run.objects.create(project=Project.objects.create(name="elsewhere"), name="hidden")
+    use_dataset(hidden, v1.pk, "train")  # a run of a project the client is not in: not listed
     server = start_server(subprocess_env)
     try:
         env = _client_env(subprocess_env, server.url, key)
@@ -677,5 +689,9 @@ def test_dataset_diff_works_remotely_and_is_the_local_diff(subprocess_env, tmp_p
     local = tracker.get_dataset("ds", version=1).diff(tracker.get_dataset("ds", version=2))
     want = [local.old, local.new, local.added, local.removed, local.changed, local.moved, local.unchanged]
     assert res["sync"] == [*want, False] and res["async"] == want
+    local_runs = tracker.get_dataset("ds", version=1).runs()
+    assert [[u.run.name, u.context] for u in local_runs] == [["trainer", "train"], ["trainer", "eval"], ["hidden", "train"]]
+    assert res["runs"] == [["RemoteRun", "trainer", "finished", u.context, 1, u.created_at.isoformat()] for u in local_runs[:2]]
+    assert res["async_runs"] == [["AsyncRemoteRun", "trainer", "train"], ["AsyncRemoteRun", "trainer", "eval"]]
     assert (local.added, local.removed, local.changed) == (["s9"], ["s0"], ["s3"])
     assert res["bad"][0] == "InvalidValue" and "two dataset versions" in res["bad"][1]

@@ -80,3 +80,11 @@ class DiffSerializer(serializers.Serializer):
     changed = serializers.ListField(child=serializers.CharField(), help_text="Data, metadata, media or labels differ.")
     moved = serializers.ListField(child=serializers.CharField(), help_text="In another split.")
     unchanged = serializers.IntegerField()
+
+
+class VersionUseSerializer(serializers.Serializer):
+    """A run that used a dataset version (``RunInput``: lineage)."""
+
+    run = serializers.CharField(help_text="The run's id.")
+    context = serializers.CharField(help_text="How it used the version: 'train', 'eval', ...")
+    created_at = serializers.DateTimeField()

@@ -93,6 +93,21 @@ class VersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectSc
         version = self.get_queryset().get(pk=info.id)
         return Response(s.VersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
+    @extend_schema(responses=s.VersionUseSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def runs(self, request: Any, pk: Any = None) -> Response:
+        """The runs that used this version (``version.runs()`` in Python), oldest use first;
+        only runs in projects you can read."""
+        from tracker.models import RunInput
+        from tracker.services.access import project_ids_with_role
+
+        version = self.get_object()
+        uses = RunInput.objects.filter(version=version).select_related("run").order_by("created_at", "id")
+        if not request.user.is_superuser:
+            uses = uses.filter(run__project__in=project_ids_with_role(request.user, "viewer"))
+        rows = [{"run": u.run.uid, "context": u.context, "created_at": u.created_at} for u in uses]
+        return Response(s.VersionUseSerializer(rows, many=True).data)
+
     @extend_schema(
         parameters=[OpenApiParameter("other", int, required=True, description="The id of the version to compare to.")],
         responses=s.DiffSerializer,
