@@ -20,6 +20,15 @@ def body_limit(view_func: Any) -> tuple[str, int]:
     return "body", int(conf.get("API_MAX_BODY_BYTES"))
 
 
+def declared_length(request: HttpRequest) -> int | None:
+    """The request's Content-Length (0 when absent), None when it is not a byte count."""
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or "0")
+    except ValueError:
+        return None
+    return length if length >= 0 else None
+
+
 def _json(status: int, detail: str, code: str) -> HttpResponse:
     return HttpResponse(
         json.dumps({"detail": detail, "code": code}), status=status, content_type="application/json"
@@ -48,12 +57,9 @@ class RequestSizeLimitMiddleware:
         return self.get_response(request)
 
     def process_view(self, request: HttpRequest, view_func: Any, args: Any, kwargs: Any) -> HttpResponse | None:
-        raw = request.META.get("CONTENT_LENGTH") or "0"
-        try:
-            length = int(raw)
-            if length < 0:
-                raise ValueError
-        except ValueError:
+        length = declared_length(request)
+        if length is None:
+            raw = request.META.get("CONTENT_LENGTH", "")
             return _json(400, f"Content-Length {raw[:40]!r} is not a byte count.", "bad_content_length")
         kind, limit = body_limit(view_func)
         if length > limit:

@@ -9,6 +9,7 @@ against the sha256 the server sends.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import io
@@ -333,7 +334,7 @@ def _diff(version_id: int, other: Any) -> Any:
     _, found = client().request(
         "GET", f"/api/dataset-versions/{version_id}/diff/{query({'other': other.id})}", what="dataset version diff"
     )
-    return DatasetDiff(**{k: found[k] for k in ("old", "new", "added", "removed", "changed", "moved", "unchanged")})
+    return DatasetDiff(**{f.name: found[f.name] for f in dataclasses.fields(DatasetDiff)})
 
 
 class AsyncRemoteDatasetVersion(_RemoteSnapshot, AsyncDatasetVersion):

@@ -45,11 +45,12 @@ def choose_server(
     """The server to run: ``requested`` if given, else the first installed of granian (WSGI),
     gunicorn (WSGI, POSIX only) and uvicorn (ASGI, with httptools when that is installed).
 
-    granian comes first: its WSGI server (Rust, hyper) answered a small request in a third of
-    gunicorn's time here (113 us against 270 us for a do-nothing app, BENCHMARKS.md), streams
-    request and response bodies, and runs on Windows too. Both WSGI servers keep their
-    database connections between requests (Django advises against that under ASGI). uvicorn's
-    own h11 parser answers keep-alive requests ~40 ms late, hence httptools.
+    granian comes first: its WSGI server (Rust, hyper) answered a small request in about half
+    of gunicorn's time here (136 us against 250 us for a do-nothing app, including the client;
+    benchmarks/bench_servers.py), streams request and response bodies, and runs on Windows
+    too. Both WSGI servers keep their database connections between requests (Django advises
+    against that under ASGI). uvicorn's own h11 parser answers keep-alive requests ~40 ms
+    late, hence httptools.
 
     Args:
         requested: "granian", "gunicorn" or "uvicorn" (``--server``), or None to choose.

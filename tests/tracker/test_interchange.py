@@ -258,3 +258,34 @@ def test_export_errors_leave_no_file(labelled, tmp_path):
     with pytest.raises(InvalidValue, match="strategy must be one of"):
         tracker.export_labels("src", "ner", tmp_path / "ner.jsonl", strategy="best")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_queries_do_not_grow_with_samples_or_annotators(db):
+    """One round of queries per page of samples; annotators and reviewers are fetched once."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tracker.services.interchange import iter_label_studio
+
+    def queries(n_samples, annotators):
+        project = f"q{n_samples}-{len(annotators)}"
+        tracker.add_samples(project, [{"id": f"s{i}", "text": "x"} for i in range(n_samples)])
+        tracker.define_task(project, "t", "classification", ["a", "b"])
+        for i in range(n_samples):
+            for who in annotators:
+                tracker.annotate(_sample(project, f"s{i}"), "t", "a", who)
+        with CaptureQueriesContext(connection) as ctx:
+            tasks = list(iter_label_studio(project, page=4))
+        assert len(tasks) == n_samples and all(len(t["annotations"]) == len(annotators) for t in tasks)
+        return len(ctx.captured_queries)
+
+    few = queries(4, ["u1", "u2"])
+    many = queries(4, [f"v{i}" for i in range(8)])
+    assert many == few  # not one query per annotator
+    assert queries(8, ["w1"]) == few + 3  # a second page: samples, annotations, predictions
+
+
+def _sample(project, ext):
+    from tracker.models import Sample
+
+    return Sample.objects.get(project__name=project, external_id=ext)

@@ -131,7 +131,7 @@ def test_version_diff_over_the_api_and_its_bad_input(db):
     local = tracker.get_dataset("ds", version=1).diff(tracker.get_dataset("ds", version=2))
     assert r.json() == {"old": local.old, "new": local.new, "added": ["s6", "s7"], "removed": [], "changed": [],
                         "moved": local.moved, "unchanged": local.unchanged}
-    for bad in ("", "?other=", "?other=two", "?other=-1", "?other=1e3"):
+    for bad in ("", "?other=", "?other=two", "?other=-1", "?other=1e3", "?other=%C2%B2"):  # "²" is a digit to str
         r = c.get(f"/api/dataset-versions/{v1.id}/diff/{bad}")
         assert r.status_code == 400 and "other must be the id of a dataset version" in r.json()["detail"], bad
     r = c.get(f"/api/dataset-versions/{v1.id}/diff/?other={theirs.id}")  # a version the user cannot see

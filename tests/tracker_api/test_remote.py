@@ -29,6 +29,19 @@ def _client_env(subprocess_env: dict[str, str], url: str, key: str) -> dict[str,
     return env
 
 
+def _client_results(subprocess_env: dict[str, str], key: str, script: str, out: Path, timeout: float) -> dict:
+    """Run ``script`` (which writes JSON to its argument) as a remote client of a live server."""
+    server = start_server(subprocess_env)
+    try:
+        env = _client_env(subprocess_env, server.url, key)
+        done = subprocess.run([sys.executable, "-c", script, str(out)], env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    finally:
+        stop_server(server)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(out.read_text())
+
+
 def _editor_key(project: str = "remote") -> str:
     from tracker.models import Project
     from tracker.services import access
@@ -391,15 +404,7 @@ def test_async_remote_run_has_the_async_api(subprocess_env, tmp_path: Path):
 
     key = _editor_key()
     _dataset()
-    server = start_server(subprocess_env)
-    try:
-        env = _client_env(subprocess_env, server.url, key)
-        done = subprocess.run([sys.executable, "-c", ASYNC_CLIENT, str(tmp_path / "res.json")], env=env,
-                              capture_output=True, text=True, timeout=180)
-    finally:
-        stop_server(server)
-    assert done.returncode == 0, done.stderr[-4000:]
-    res = json.loads((tmp_path / "res.json").read_text())
+    res = _client_results(subprocess_env, key, ASYNC_CLIENT, tmp_path / "res.json", timeout=180)
     run = Run.objects.get(name="async")
     assert res["type"] == "AsyncRemoteRun" and res["notes"] == "n"
     assert res["art"] == ["AsyncRemoteArtifactFile", "abc"] and res["listed"] == ["a.bin"]
@@ -677,15 +682,7 @@ def test_dataset_diff_works_remotely_and_is_the_local_diff(subprocess_env, tmp_p
     use_dataset(trainer, v1.pk, "eval")
     hidden = Run.objects.create(project=Project.objects.create(name="elsewhere"), name="hidden")
     use_dataset(hidden, v1.pk, "train")  # a run of a project the client is not in: not listed
-    server = start_server(subprocess_env)
-    try:
-        env = _client_env(subprocess_env, server.url, key)
-        done = subprocess.run([sys.executable, "-c", DIFF_CLIENT, str(tmp_path / "res.json")], env=env,
-                              capture_output=True, text=True, timeout=120)
-    finally:
-        stop_server(server)
-    assert done.returncode == 0, done.stderr[-3000:]
-    res = json.loads((tmp_path / "res.json").read_text())
+    res = _client_results(subprocess_env, key, DIFF_CLIENT, tmp_path / "res.json", timeout=120)
     local = tracker.get_dataset("ds", version=1).diff(tracker.get_dataset("ds", version=2))
     want = [local.old, local.new, local.added, local.removed, local.changed, local.moved, local.unchanged]
     assert res["sync"] == [*want, False] and res["async"] == want

@@ -675,9 +675,11 @@ def run_inputs_summary(run_ids: Iterable[int]) -> dict[int, list[str]]:
     return out
 
 
-def version_runs(version: Any) -> list[RunInput]:
-    """Lineage records (run, context, created_at) of the runs that used a version."""
+def version_runs(version: Any, *, projects: Any = None) -> list[RunInput]:
+    """Lineage records (run, context, created_at) of the runs that used a version, oldest
+    first; with ``projects`` (ids, or a queryset of them) only runs of those projects."""
     pk = _version_pk(version)
-    return list(
-        RunInput.objects.filter(version_id=pk).select_related("run").order_by("created_at", "id")
-    )
+    uses = RunInput.objects.filter(version_id=pk).select_related("run").order_by("created_at", "id")
+    if projects is not None:
+        uses = uses.filter(run__project__in=projects)
+    return list(uses)

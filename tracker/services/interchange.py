@@ -375,21 +375,9 @@ def _label_studio_pages(proj: Project, tasks: list[AnnotationTask], samples: Ite
         wanted = {s.pk if isinstance(s, Sample) else s for s in samples}
     # Image sizes may come from stored media files, which need real model instances.
     instances = any(t.kind == "boxes" for t in tasks)
+    # Annotators and reviewers as Label Studio's completed_by, fetched once each: one query per
+    # page for the people that page brings in first.
     users: dict[int, dict[str, Any]] = {}
-    reviewers: dict[int, str] = {}
-
-    def user(pk: int) -> dict[str, Any]:
-        if pk not in users:
-            for u in User.objects.filter(pk=pk).values_list("pk", "username", "email", "first_name", "last_name"):
-                users[u[0]] = {"id": u[0], "username": u[1], "email": u[2], "first_name": u[3], "last_name": u[4]}
-        return users[pk]
-
-    def reviewer(pk: int | None) -> str | None:
-        if pk is None:
-            return None
-        if pk not in reviewers:
-            reviewers[pk] = User.objects.filter(pk=pk).values_list("username", flat=True).first()
-        return reviewers[pk]
 
     last = 0
     while True:
@@ -418,12 +406,17 @@ def _label_studio_pages(proj: Project, tasks: list[AnnotationTask], samples: Ite
             "pk", "sample_id", "task_id", "model_version", "value", "score", "created_at"
         ):
             preds.setdefault(row[1], {}).setdefault(row[3], []).append(row)
+        people = {pk for per_user in anns.values() for rows in per_user.values() for row in rows for pk in (row[3], row[7])}
+        new = people - users.keys() - {None}
+        if new:
+            for u in User.objects.filter(pk__in=new).values_list("pk", "username", "email", "first_name", "last_name"):
+                users[u[0]] = {"id": u[0], "username": u[1], "email": u[2], "first_name": u[3], "last_name": u[4]}
         for s in sample_list:
-            yield _label_studio_task(s, anns.get(s.pk, {}), preds.get(s.pk, {}), by_pk, user, reviewer)
+            yield _label_studio_task(s, anns.get(s.pk, {}), preds.get(s.pk, {}), by_pk, users)
 
 
 def _label_studio_task(s: Any, anns: dict[int, list[tuple]], preds: dict[str, list[tuple]], by_pk: dict[int, AnnotationTask],
-                       user: Any, reviewer: Any) -> dict[str, Any]:
+                       users: dict[int, dict[str, Any]]) -> dict[str, Any]:
     data = dict(s.data)
     if s.media_uri and "image" not in data:
         data["image"] = s.media_uri
@@ -435,12 +428,12 @@ def _label_studio_task(s: Any, anns: dict[int, list[tuple]], preds: dict[str, li
             results += _results(t, s, value)
             ext[t.name] = {
                 "status": status, "review_comment": comment,
-                "reviewed_by": reviewer(reviewed_by),
+                "reviewed_by": users[reviewed_by]["username"] if reviewed_by is not None else None,
                 "created_at": _iso(created), "updated_at": _iso(updated),
             }
         ls_anns.append({
             "id": items[0][0],
-            "completed_by": user(user_pk),
+            "completed_by": users[user_pk],
             "result": results,
             "was_cancelled": False,
             "ground_truth": any(it[5] == Annotation.Status.ACCEPTED for it in items),

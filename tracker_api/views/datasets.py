@@ -98,13 +98,12 @@ class VersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectSc
     def runs(self, request: Any, pk: Any = None) -> Response:
         """The runs that used this version (``version.runs()`` in Python), oldest use first;
         only runs in projects you can read."""
-        from tracker.models import RunInput
         from tracker.services.access import project_ids_with_role
+        from tracker.services.datasets import version_runs
 
         version = self.get_object()
-        uses = RunInput.objects.filter(version=version).select_related("run").order_by("created_at", "id")
-        if not request.user.is_superuser:
-            uses = uses.filter(run__project__in=project_ids_with_role(request.user, "viewer"))
+        user = request.user
+        uses = version_runs(version.pk, projects=None if user.is_superuser else project_ids_with_role(user, "viewer"))
         rows = [{"run": u.run.uid, "context": u.context, "created_at": u.created_at} for u in uses]
         return Response(s.VersionUseSerializer(rows, many=True).data)
 
@@ -124,11 +123,15 @@ class VersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectSc
 
         version = self.get_object()
         raw = request.query_params.get("other", "")
-        if not raw.isdigit() or len(raw) > 18:
+        # isascii: str.isdigit() also accepts digits int() refuses, such as "²"
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
             raise InvalidValue(f"other must be the id of a dataset version (an integer), not {raw[:40]!r}.")
         other = self.get_queryset().filter(pk=int(raw)).first()
         if other is None:
-            raise DatasetNotFound(f"There is no dataset version {raw} in a project you are a member of.")
+            raise DatasetNotFound(
+                f"There is no dataset version {raw} in a project you are a member of; "
+                f"GET /api/dataset-versions/?dataset=<name> lists their ids."
+            )
         found = diff_versions(version.pk, other.pk)
         return Response(s.DiffSerializer(dataclasses.asdict(found)).data)
 
