@@ -94,7 +94,7 @@ class VersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectSc
         return Response(s.VersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses=s.VersionUseSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)  # a plain list, as the schema says
     def runs(self, request: Any, pk: Any = None) -> Response:
         """The runs that used this version (``version.runs()`` in Python), oldest use first;
         only runs in projects you can read."""
