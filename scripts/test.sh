@@ -8,16 +8,24 @@
 # PostgreSQL: TRACKER_TEST_PG_URL (default postgres://postgres@127.0.0.1:5432/test). Under
 # CI=true an unreachable PostgreSQL or a missing Python 3.12 fails the run; elsewhere that leg
 # is reported and left out.
+#
+# The heavy suites (real Chromium, an S3 server, MLflow's own client; pytest markers browser,
+# s3, mlflow) run on one leg only, py312 + PostgreSQL (--suites-on LEG/DB changes it), to keep
+# a full run short; elsewhere they are deselected, never skipped. TRACKER_TEST_SUITES=browser,s3
+# (or "all") selects them on every leg run, e.g. `TRACKER_TEST_SUITES=all bash scripts/test.sh
+# --leg py311 --db sqlite -m browser`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 legs="py311 py312"
 dbs="sqlite postgres"
 pytest_args=()
+suites_on="py312/postgres"
 while [ $# -gt 0 ]; do
   case "$1" in
     --leg) legs="$2"; shift 2 ;;
     --db) dbs="$2"; shift 2 ;;
+    --suites-on) suites_on="$2"; shift 2 ;;
     *) pytest_args+=("$1"); shift ;;
   esac
 done
@@ -77,6 +85,21 @@ except Exception as exc:
 PY
 }
 
+ensure_chromium() {  # the browser suite needs Debian's chromium; installed here when we may
+  command -v chromium >/dev/null && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    note "installing Debian's chromium for the browser tests"
+    (apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; })
+  fi
+  command -v chromium >/dev/null
+}
+
+suites_for() {  # leg db -> the heavy suites this run selects
+  if [ -n "${TRACKER_TEST_SUITES:-}" ]; then echo "$TRACKER_TEST_SUITES"
+  elif [ "$1/$2" = "$suites_on" ]; then echo "browser,s3,mlflow"
+  fi
+}
+
 failed=0
 ran=0
 summary=()
@@ -95,8 +118,13 @@ for leg in $legs; do
       fi
       url="$pg_url"
     fi
-    echo "=== leg $leg, database $db ==="
-    TRACKER_TEST_DATABASE_URL="$url" "$python" -m pytest -n 2 -p no:cacheprovider "${pytest_args[@]}"
+    suites="$(suites_for "$leg" "$db")"
+    if [[ ",$suites," == *",browser,"* || "$suites" == all ]] && ! ensure_chromium; then
+      [ -n "$ci" ] && die "the browser tests need chromium (apt-get install chromium) under CI=true"
+      note "chromium is missing: the browser tests fail on this leg"
+    fi
+    echo "=== leg $leg, database $db${suites:+ (with suites: $suites)} ==="
+    TRACKER_TEST_SUITES="$suites" TRACKER_TEST_DATABASE_URL="$url" "$python" -m pytest -n 2 -p no:cacheprovider "${pytest_args[@]}"
     rc=$?
     ran=$((ran + 1))
     summary+=("leg $leg / $db: exit $rc")

@@ -4,6 +4,10 @@ The database comes from TRACKER_TEST_DATABASE_URL (PostgreSQL) or is a real SQLi
 temporary tracker home. Tests that only make sense on one backend are deselected on the other
 (marked ``postgres_only`` / ``sqlite_only``); nothing is skipped for a missing server: under
 CI=true an unreachable PostgreSQL fails the run.
+
+The heavy suites (markers ``browser``, ``s3``, ``mlflow``) run where TRACKER_TEST_SUITES names
+them ("browser,s3" or "all"); scripts/test.sh selects them on one leg. Elsewhere they are
+deselected, not skipped: a selected suite whose tool is missing fails.
 """
 
 from __future__ import annotations
@@ -38,11 +42,23 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(_HOME, ignore_errors=True)
 
 
+SUITES = ("browser", "s3", "mlflow")
+
+
+def selected_suites() -> set[str]:
+    raw = os.environ.get("TRACKER_TEST_SUITES", "")
+    names = {s.strip() for s in raw.split(",") if s.strip()}
+    return set(SUITES) if "all" in names else names & set(SUITES)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     current = backend()
+    suites = selected_suites()
     keep, drop = [], []
     for item in items:
-        if current == "sqlite" and item.get_closest_marker("postgres_only"):
+        if any(item.get_closest_marker(s) and s not in suites for s in SUITES):
+            drop.append(item)
+        elif current == "sqlite" and item.get_closest_marker("postgres_only"):
             drop.append(item)
         elif current == "postgresql" and item.get_closest_marker("sqlite_only"):
             drop.append(item)
